@@ -1,0 +1,116 @@
+"""Stage `base`: the starting model, saved to models/base (safetensors + tokenizer).
+
+    python -m stages.base
+
+`base.source: pretrained` (the paper profile) saves `base.pretrained` (`facebook/opt-350m` or a local folder)
+at the revision in params. `base.source: scratch` (the offline CPU default) trains a byte-level BPE tokenizer on
+the training text, builds a small OPTForCausalLM from an OPTConfig sized for a CPU, and pre-trains it briefly on
+all dialogue text, chosen and rejected alike, so that "base" has seen both kinds of reply, as a pretrained model has.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages.core import params as P
+from stages.core.io import StageError, fail_cleanly, read_jsonl
+from stages.core.modeling import (TrainingRun, count_trainable, load_causal_lm, load_tokenizer, model_revision,
+                                  set_threads, training_kwargs)
+
+TRAIN = Path("data/clean/train.jsonl")
+OUT = Path("models/base")
+LIVE = Path("metrics/base/live")
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE with OPT's special tokens (</s> is both BOS and EOS, as in OPT)."""
+    from tokenizers import ByteLevelBPETokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer(add_prefix_space=False)
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False)
+    eos = bpe.token_to_id("</s>")
+    bpe.post_processor = processors.TemplateProcessing(single="</s> $A", pair="</s> $A $B", special_tokens=[("</s>", eos)])
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="</s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>", model_max_length=1 << 30)
+
+
+def build_model(tok, cfg: P.ScratchModel):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    config = OPTConfig(vocab_size=len(tok), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_hidden_layers,
+                       num_attention_heads=cfg.num_attention_heads, ffn_dim=cfg.ffn_dim,
+                       max_position_embeddings=cfg.max_position_embeddings, word_embed_proj_dim=cfg.hidden_size,
+                       pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       dropout=0.0, attention_dropout=0.0)
+    return OPTForCausalLM(config)
+
+
+def dialogue_texts(rows: list[dict]) -> list[str]:
+    """Every distinct transcript, chosen and rejected alike."""
+    seen: dict[str, None] = {}
+    for r in rows:
+        seen.setdefault(r["prompt"] + " " + r["chosen"])
+        seen.setdefault(r["prompt"] + " " + r["rejected"])
+    return list(seen)
+
+
+def _pretrained(params: P.Params) -> None:
+    b = params.base
+    tok = load_tokenizer(b.pretrained, b.revision)
+    model = load_causal_lm(b.pretrained, b.revision)
+    run = TrainingRun("base", OUT, LIVE, (b.model_dump(),))
+
+    def write(tmp: Path):
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+
+    run.save(write, {"source": b.pretrained, "revision": model_revision(model) or b.revision,
+                     "parameters": count_trainable(model)})
+
+
+def _scratch(params: P.Params) -> None:
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    b = params.base
+    rows = read_jsonl(TRAIN)
+    if not rows:
+        raise StageError(f"{TRAIN}: no training pairs (is 'train' in download.splits?)")
+    if b.pretrain.max_train_pairs:
+        rows = rows[: b.pretrain.max_train_pairs]
+    texts = dialogue_texts(rows)
+    tok = train_tokenizer(texts, b.scratch.vocab_size)
+    model = build_model(tok, b.scratch)
+    run = TrainingRun("base", OUT, LIVE, (b.model_dump(), params.seed, len(rows), texts[:3]))
+    resume = run.resume_from()
+    cfg = SFTConfig(**training_kwargs(b.pretrain, run.ckpt_dir, params.seed), max_length=b.pretrain.max_length,
+                    packing=False, dataset_num_proc=None)
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_dict({"text": texts}),
+                         processing_class=tok, callbacks=[run.live_callback(resume=bool(resume))])
+    out = trainer.train(resume_from_checkpoint=resume)
+    n_tokens = sum(len(x) for x in trainer.train_dataset["input_ids"]) * b.pretrain.num_train_epochs
+
+    def write(tmp: Path):
+        trainer.save_model(str(tmp))
+        tok.save_pretrained(tmp)
+
+    run.save(write, {"source": "scratch", "final_loss": round(out.training_loss, 4), "steps": out.global_step,
+                     "parameters": count_trainable(model), "vocab_size": len(tok),
+                     "tokens_per_s": round(n_tokens / max(out.metrics["train_runtime"], 1e-9), 1)})
+
+
+@fail_cleanly
+def main() -> None:
+    params = P.load()
+    P.seed_everything(params.seed)
+    set_threads()
+    if params.base.source == "pretrained":
+        _pretrained(params)
+    else:
+        _scratch(params)
+    print(f"base: saved {OUT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Shared logic of the pipeline stages: HH-RLHF parsing, params, models, generation, judges and rates."""

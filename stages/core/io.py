@@ -1,0 +1,124 @@
+"""Small file helpers. Every write is atomic (temp file + rename) so an interrupted stage never leaves a
+half-written output that DVC, or the next stage, could take as finished."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+
+class StageError(Exception):
+    """A problem the user must fix; stages print it as one line and exit with status 1."""
+
+
+def fail_cleanly(main):
+    """Run a stage's main(), turning StageError (and disk-full errors) into one readable line."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return main(*args, **kwargs)
+        except StageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except OSError as exc:
+            if exc.errno == 28:  # ENOSPC
+                print(f"error: disk full while writing {exc.filename or '?'}: {exc.strerror}", file=sys.stderr)
+                raise SystemExit(1) from None
+            raise
+
+    wrapper.__wrapped__ = main
+    wrapper.__doc__ = main.__doc__
+    return wrapper
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    _atomic_text(Path(path), json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
+    lines = [json.dumps(r, ensure_ascii=False) for r in rows]
+    _atomic_text(Path(path), "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    _atomic_text(Path(path), text)
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.exists():
+        raise StageError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise StageError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object); a bad line is a StageError naming file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise StageError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise StageError(f"{path}: line {lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(obj, dict):
+                raise StageError(f"{path}: line {lineno}: expected a JSON object")
+            yield lineno, obj
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    return [obj for _, obj in iter_jsonl(path)]
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def replace_dir(tmp_dir: Path, final_dir: Path) -> None:
+    """Move a fully written folder into place, replacing any older one."""
+    final_dir = Path(final_dir)
+    if final_dir.exists():
+        shutil.rmtree(final_dir)
+    final_dir.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp_dir, final_dir)
+
+
+def fresh_tmp_dir(final_dir: str | Path) -> Path:
+    """A clean sibling folder to write a stage's output into before it is moved into place."""
+    final_dir = Path(final_dir)
+    tmp = final_dir.parent / f".{final_dir.name}.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp

