@@ -1,0 +1,165 @@
+"""Stage `metrics`: HmR, HpR, CAS per model and judge, with bootstrap intervals, from scored responses alone.
+
+    python -m stages.metrics
+
+Reads data/scores/<model>.jsonl for each model in `models` (the schema in README: sample fields plus
+`rewards: {judge: float}`); needs nothing else, so it runs in any checkout that holds such files.
+Writes metrics/metrics.json (flat: `<model>.<judge>.cas`, ...), metrics/plots/rates.csv (bars),
+metrics/plots/rewards.csv (reward distributions) and metrics/plots/rates.png.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from stages.core import params as P
+from stages.core.io import StageError, fail_cleanly, iter_jsonl, write_json, write_text
+from stages.core.rates import agreement, bootstrap_rates, rate
+
+SCORES = Path("data/scores")
+OUT = Path("metrics/metrics.json")
+PLOTS = Path("metrics/plots")
+SETS = ("harmful", "helpful")
+
+
+def load_scores(models: list[str], judges: list[str], scores_dir: Path = SCORES) -> dict[str, dict[str, list[dict]]]:
+    """{model: {prompt_set: rows sorted by prompt_id}}, each row checked against the public schema."""
+    out = {}
+    for m in models:
+        path = scores_dir / f"{m}.jsonl"
+        by_set: dict[str, list[dict]] = {s: [] for s in SETS}
+        for lineno, row in iter_jsonl(path):
+            for field in ("prompt_set", "prompt_id", "response", "rewards"):
+                if field not in row:
+                    raise StageError(f"{path}: line {lineno}: missing field '{field}'")
+            if row["prompt_set"] not in by_set:
+                raise StageError(f"{path}: line {lineno}: prompt_set '{row['prompt_set']}' is not harmful/helpful")
+            for j in judges:
+                v = row["rewards"].get(j) if isinstance(row["rewards"], dict) else None
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                    raise StageError(f"{path}: line {lineno}: rewards.{j}: expected a finite number, got {v!r}")
+            by_set[row["prompt_set"]].append(row)
+        for s in SETS:
+            if not by_set[s]:
+                raise StageError(f"{path}: no '{s}' responses")
+            by_set[s].sort(key=lambda r: r["prompt_id"])
+        out[m] = by_set
+    return out
+
+
+def compute(scores: dict, thresholds: dict, resamples: int, confidence: float, seed: int) -> dict:
+    models = list(scores)
+    judges = list(thresholds)
+    result: dict = {}
+    labels: dict = {}
+    for j in judges:
+        t = thresholds[j]
+        for m in models:
+            harm = np.array([r["rewards"][j] for r in scores[m]["harmful"]], dtype=float)
+            help_ = np.array([r["rewards"][j] for r in scores[m]["helpful"]], dtype=float)
+            labels[(m, j)] = (harm > t["harmful"], help_ > t["helpful"])
+    for m in models:
+        result[m] = {}
+        for j in judges:
+            harm_ok, help_ok = labels[(m, j)]
+            harm = [r["rewards"][j] for r in scores[m]["harmful"]]
+            help_ = [r["rewards"][j] for r in scores[m]["helpful"]]
+            hm, hp = rate(harm, thresholds[j]["harmful"]), rate(help_, thresholds[j]["helpful"])
+            # One generator per (model, judge), seeded from the one seed: results do not depend on the order.
+            rng = np.random.default_rng([seed, models.index(m), judges.index(j)])
+            base = labels.get(("base", j)) if m != "base" and "base" in models else None
+            ci = bootstrap_rates(harm_ok.astype(float), help_ok.astype(float), resamples, confidence, rng,
+                                 *(x.astype(float) for x in base) if base else (None, None))
+            entry = {"harmless_rate": hm, "helpful_rate": hp, "cas": (hm + hp) / 2}
+            for k, (lo, hi) in ci.items():
+                if k.startswith("delta_"):
+                    b_hm, b_hp = (100 * base[0].mean(), 100 * base[1].mean())
+                    point = {"delta_harmless_rate": hm - b_hm, "delta_helpful_rate": hp - b_hp,
+                             "delta_cas": (hm + hp) / 2 - (b_hm + b_hp) / 2}[k]
+                    entry[k] = point
+                entry[f"{k}_ci_low"], entry[f"{k}_ci_high"] = lo, hi
+            for s, vals in (("harmful", harm), ("helpful", help_)):
+                entry[f"mean_reward_{s}"] = float(np.mean(vals))
+                entry[f"median_reward_{s}"] = float(np.median(vals))
+                entry[f"empty_share_{s}"] = 100.0 * float(np.mean([not r["response"].strip() for r in scores[m][s]]))
+            entry["n_harmful"], entry["n_helpful"] = len(harm), len(help_)
+            result[m][j] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()}
+    if len(judges) > 1:
+        agree = {}
+        for a_i, a in enumerate(judges):
+            for b in judges[a_i + 1:]:
+                harm = np.concatenate([labels[(m, a)][0] == labels[(m, b)][0] for m in models])
+                help_ = np.concatenate([labels[(m, a)][1] == labels[(m, b)][1] for m in models])
+                agree[f"{a}_vs_{b}"] = {"harmless_label": round(agreement(harm, np.ones_like(harm)), 4),
+                                        "helpful_label": round(agreement(help_, np.ones_like(help_)), 4)}
+        result["judge_agreement"] = agree
+    return result
+
+
+def write_plots(result: dict, scores: dict, judges: list[str]) -> None:
+    rows = ["model,judge,metric,value"]
+    for m, per_judge in result.items():
+        if m == "judge_agreement":
+            continue
+        for j in judges:
+            for k in ("harmless_rate", "helpful_rate", "cas"):
+                rows.append(f"{m},{j},{k},{per_judge[j][k]}")
+    write_text(PLOTS / "rates.csv", "\n".join(rows) + "\n")
+    rew = ["model,judge,prompt_set,prompt_id,reward"]
+    for m, by_set in scores.items():
+        for s in SETS:
+            for r in by_set[s]:
+                for j in judges:
+                    rew.append(f"{m},{j},{s},{r['prompt_id']},{r['rewards'][j]!r}")
+    write_text(PLOTS / "rewards.csv", "\n".join(rew) + "\n")
+    _bar_chart(result, judges)
+
+
+def _bar_chart(result: dict, judges: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m in result if m != "judge_agreement"]
+    fig, axes = plt.subplots(1, len(judges), figsize=(5 * len(judges), 3.6), squeeze=False)
+    keys = [("harmless_rate", "HmR"), ("helpful_rate", "HpR"), ("cas", "CAS")]
+    for ax, j in zip(axes[0], judges):
+        x = np.arange(len(models))
+        for i, (k, label) in enumerate(keys):
+            vals = [result[m][j][k] for m in models]
+            lo = [result[m][j][k] - result[m][j][f"{k}_ci_low"] for m in models]
+            hi = [result[m][j][f"{k}_ci_high"] - result[m][j][k] for m in models]
+            ax.bar(x + (i - 1) * 0.27, vals, 0.27, yerr=[lo, hi], capsize=2, label=label)
+        ax.set_xticks(x, models)
+        ax.set_ylim(0, 100)
+        ax.set_title(f"judge: {j}")
+        ax.set_ylabel("% (95% bootstrap CI)")
+    axes[0][0].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    tmp = PLOTS / ".rates.png.tmp"
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    tmp.replace(PLOTS / "rates.png")
+
+
+@fail_cleanly
+def main() -> None:
+    params = P.load()
+    m = params.metrics
+    judges = [j.name for j in params.score.judges]
+    thresholds = {j: m.thresholds[j].model_dump() for j in judges}
+    scores = load_scores(params.models, judges)
+    result = compute(scores, thresholds, m.bootstrap_resamples, m.confidence, params.seed)
+    write_plots(result, scores, judges)
+    write_json(OUT, result)  # last: a metrics file only ever comes from complete inputs
+    for model in params.models:
+        r = result[model][judges[0]]
+        print(f"{model:8s} {judges[0]}: HmR {r['harmless_rate']:5.1f}  HpR {r['helpful_rate']:5.1f}  CAS {r['cas']:5.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Stage `sample@<model>`: one model's responses to the harmful and helpful evaluation prompts.
+
+    python -m stages.sample sft
+
+As in the study by default: greedy decoding, 50 new tokens. Fixes over it, each a `sample` param on by default:
+prompts end with "\\n\\nAssistant:" (`prompts.end_with_assistant`), generation stops at "\\n\\nHuman:" and at the
+end token and the response is cut there, whitespace and special tokens are stripped.
+Writes data/samples/<model>.jsonl: model, prompt_set, prompt_id, prompt, response, n_tokens, stopped_by.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stages.core import params as P
+from stages.core.generation import generate
+from stages.core.io import fail_cleanly, iter_jsonl, write_jsonl
+from stages.core.modeling import load_causal_lm, load_tokenizer, set_threads
+
+PROMPTS = Path("data/eval/prompts.jsonl")
+OUT_DIR = Path("data/samples")
+MODELS = ["base", "sft", "dpo", "sft_dpo"]
+
+
+def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) -> list[dict]:
+    import torch
+
+    prompts = [r for _, r in iter_jsonl(PROMPTS)]
+    tok = load_tokenizer(str(model_dir / name))
+    model = load_causal_lm(str(model_dir / name))
+    if torch.cuda.is_available():
+        model = model.to("cuda")
+    gens = generate(model, tok, [r["prompt"] for r in prompts], params.sample, params.seed)
+    return [{"model": name, "prompt_set": r["prompt_set"], "prompt_id": r["prompt_id"], "prompt": r["prompt"],
+             "response": g.response, "n_tokens": g.n_tokens, "stopped_by": g.stopped_by}
+            for r, g in zip(prompts, gens)]
+
+
+@fail_cleanly
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", choices=MODELS)
+    name = ap.parse_args(argv).model
+    params = P.load()
+    P.seed_everything(params.seed)
+    set_threads()
+    rows = sample_model(name, params)
+    write_jsonl(OUT_DIR / f"{name}.jsonl", rows)
+    empty = sum(not r["response"] for r in rows)
+    print(f"sample@{name}: {len(rows)} responses ({empty} empty)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Stage `score@<model>`: every judge in `score.judges` scores every response of one model.
+
+    python -m stages.score sft
+
+Writes data/scores/<model>.jsonl: the sample fields plus `rewards: {<judge name>: float}` (the public
+scored-response schema the metrics stage reads; see README) and data/scores/<model>.judges.json (each judge's
+source and revision).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from stages.core import params as P
+from stages.core.io import fail_cleanly, iter_jsonl, write_json, write_jsonl
+from stages.core.judges import load_judge
+from stages.core.modeling import set_threads
+from stages.core.runinfo import run_info
+
+SAMPLES = Path("data/samples")
+OUT_DIR = Path("data/scores")
+MODELS = ["base", "sft", "dpo", "sft_dpo"]
+
+
+def score_rows(rows: list[dict], judges: list) -> tuple[list[dict], dict]:
+    rewards = {}
+    sources = {}
+    for spec in judges:
+        judge = load_judge(spec)
+        rewards[spec.name] = judge([r["prompt"] for r in rows], [r["response"] for r in rows])
+        sources[spec.name] = {"kind": spec.kind, "path": spec.path,
+                              "revision": getattr(judge, "revision", None) or spec.revision}
+    out = [r | {"rewards": {name: rewards[name][i] for name in rewards}} for i, r in enumerate(rows)]
+    return out, sources
+
+
+@fail_cleanly
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", choices=MODELS)
+    name = ap.parse_args(argv).model
+    params = P.load()
+    P.seed_everything(params.seed)
+    set_threads()
+    rows = [r for _, r in iter_jsonl(SAMPLES / f"{name}.jsonl")]
+    scored, sources = score_rows(rows, params.score.judges)
+    write_jsonl(OUT_DIR / f"{name}.jsonl", scored)
+    write_json(OUT_DIR / f"{name}.judges.json", {"judges": sources, "run": run_info()})
+    print(f"score@{name}: {len(scored)} responses x {len(sources)} judge(s)")
+
+
+if __name__ == "__main__":
+    main()
