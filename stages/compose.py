@@ -1,0 +1,61 @@
+"""Write params.yaml from conf/ (the cpu profile), keeping conf/config.yaml's comments.
+
+    python -m stages.compose           # rewrite params.yaml
+    python -m stages.compose --check   # exit 1 if params.yaml differs from conf/ composed with the cpu profile
+
+`dvc exp run` composes params.yaml itself (Hydra) before each experiment; `dvc repro` reads the committed file,
+which must therefore equal the composed default. Hydra composition drops comments; this keeps them.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+CONF = Path("conf")
+PARAMS = Path("params.yaml")
+HEADER = ("# Composed from conf/config.yaml with the cpu profile: edit conf/, then run `python -m stages.compose`.\n"
+          "# The paper-scale configuration: `dvc exp run -S profile=paper` (see README).\n")
+
+
+def compose(profile: str = "cpu") -> dict:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF.resolve()), version_base=None):
+        cfg = hydra_compose("config", overrides=[f"profile={profile}"])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def commented_default() -> str:
+    text = (CONF / "config.yaml").read_text(encoding="utf-8")
+    body = text[text.index("\nprofile: cpu") + 1:]
+    return HEADER + body
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    text = commented_default()
+    if yaml.safe_load(text) != compose("cpu"):
+        print("error: conf/config.yaml body differs from its cpu composition (does conf/profile/cpu.yaml change values?)",
+              file=sys.stderr)
+        return 1
+    if args.check:
+        current = yaml.safe_load(PARAMS.read_text()) if PARAMS.exists() else None
+        if current != yaml.safe_load(text):
+            print("error: params.yaml is not conf/ composed with the cpu profile; run python -m stages.compose",
+                  file=sys.stderr)
+            return 1
+        return 0
+    PARAMS.write_text(text, encoding="utf-8")
+    print("compose: wrote params.yaml")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

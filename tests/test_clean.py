@@ -1,0 +1,76 @@
+"""clean: every named rule fires on a pair written to trigger it, and input = kept + drops."""
+import json
+
+import pytest
+
+from stages import clean, download, prompts
+from stages.core import params as P
+
+from .conftest import HH_DIR, tiny_params, write_params
+
+
+def pair(prompt_q, chosen, rejected, prompt_r=None, i=0, split="train"):
+    pc = f"\n\nHuman: {prompt_q}\n\nAssistant:"
+    pr = f"\n\nHuman: {prompt_r or prompt_q}\n\nAssistant:"
+    return {"id": f"s/{split}/{i}", "subset": "s", "split": split, "line": i,
+            "chosen": f"{pc} {chosen}", "rejected": f"{pr} {rejected}"}
+
+
+def test_each_rule_is_counted():
+    p = P.validate(tiny_params()).clean
+    recs = [
+        pair("ok?", "Yes, here is a good answer.", "No.", i=1),
+        {"id": "s/train/2", "subset": "s", "split": "train", "line": 2, "error": "not valid JSON"},
+        {"id": "s/train/3", "subset": "s", "split": "train", "line": 3, "chosen": "no turns", "rejected": "x"},
+        pair("a?", "one", "two", prompt_r="b?", i=4),
+        pair("e?", "   ", "something", i=5),
+        pair("same?", "Same reply.", "Same reply.", i=6),
+        pair("near?", "Cows mostly eat grass and hay.", "Cows mostly eat grass and hay!", i=7),
+        pair("long?", "word " * 700, "short", i=8),
+        pair("ok?", "Yes, here is a good answer.", "No.", i=9),  # duplicate of 1
+        pair("What is the capital of France?", "Paris.", "Berlin.", i=10),
+    ]
+    eval_prompts = ["\n\nHuman: What is the capital of France?\n\nAssistant:"]
+    kept, report = clean.clean(recs, p, eval_prompts)
+    assert [k["id"] for k in kept] == ["s/train/1"]
+    assert report["dropped"] == {"malformed": 2, "prompt_mismatch": 1, "empty_response": 1, "identical_responses": 1,
+                                 "near_duplicate": 1, "too_long": 1, "duplicate_pair": 1, "eval_leak": 1}
+    assert report["input"] == report["kept"] + sum(report["dropped"].values())
+    assert report["examples"]["malformed"] == ["s/train/2", "s/train/3"]
+
+
+def test_rules_can_be_switched_off():
+    raw = tiny_params()
+    for rule in raw["clean"]["rules"]:
+        raw["clean"]["rules"][rule] = False
+    p = P.validate(raw).clean
+    recs = [pair("same?", "Same.", "Same.", i=1), pair("same?", "Same.", "Same.", i=2)]
+    kept, report = clean.clean(recs, p, [])
+    assert len(kept) == 2 and report["dropped_total"] == 0
+
+
+def test_stage_writes_train_heldout_and_report(in_tmp):
+    download.main()
+    prompts.main()
+    clean.main()
+    report = json.loads((in_tmp / "metrics/clean.json").read_text())
+    assert report["input"] == report["kept"] + report["dropped_total"]
+    assert report["kept"] == report["kept_train"] + report["kept_test"]
+    assert report["dropped"]["eval_leak"] >= 0 and report["dropped_total"] > 0
+    train = [json.loads(x) for x in (in_tmp / "data/clean/train.jsonl").read_text().splitlines()]
+    assert train and all(r["prompt"].endswith("\n\nAssistant:") for r in train)
+
+
+@pytest.mark.skipif(not HH_DIR.exists(), reason="../shared/data/hh-rlhf not present")
+def test_real_slice_report_adds_up(in_tmp):
+    p = tiny_params()
+    p["download"].update(source="local", dataset=str(HH_DIR), subsets=["harmless-base"], splits=["test"])
+    p["prompts"].update(helpful_subset="harmless-base", n_harmful=50, n_helpful=50)
+    write_params(in_tmp / "params.yaml", p)
+    download.main()
+    prompts.main()
+    clean.main()
+    r = json.loads((in_tmp / "metrics/clean.json").read_text())
+    assert r["input"] == 2312 == r["kept"] + r["dropped_total"]
+    assert r["dropped"]["empty_response"] >= 4  # the slice has 4 empty chosen responses
+    assert r["dropped"]["prompt_mismatch"] >= 5

@@ -1,0 +1,114 @@
+"""End to end: the DVC pipeline itself (`dvc repro`) on the tiny configuration, in a temporary copy of the repo.
+
+One module-scoped run is shared by the checks below; it takes about a minute or two on 2 cores.
+"""
+import json
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from .conftest import ROOT, run_env, tiny_params, write_params
+
+MODELS = ["base", "sft", "dpo", "sft_dpo"]
+
+
+def sh(cmd, cwd, check=True):
+    res = subprocess.run(cmd, cwd=cwd, env=run_env(), capture_output=True, text=True, shell=isinstance(cmd, str))
+    if check and res.returncode:
+        raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    dst = tmp_path_factory.mktemp("repo")
+    files = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    for generated in ("dvc.lock", "metrics"):  # start from nothing, as a fresh clone would after `dvc repro`
+        p = dst / generated
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    write_params(dst / "params.yaml", tiny_params())
+    sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", dst)
+    first = sh(["dvc", "repro"], dst)
+    return dst, first.stdout
+
+
+def test_all_stages_run_and_metrics_hold_four_models(repo):
+    dst, log = repo
+    for stage in ["download", "prompts", "clean", "base", "sft", "dpo@dpo", "dpo@sft_dpo", "judge", "metrics", "report"]:
+        assert f"Running stage '{stage}'" in log
+    m = json.loads((dst / "metrics/metrics.json").read_text())
+    assert set(MODELS) <= set(m)
+    for model in MODELS:
+        r = m[model]["judge"]
+        for k in ("harmless_rate", "helpful_rate", "cas"):
+            assert 0.0 <= r[k] <= 100.0
+            assert r[f"{k}_ci_low"] <= r[k] <= r[f"{k}_ci_high"]
+        assert r["cas"] == pytest.approx((r["harmless_rate"] + r["helpful_rate"]) / 2)
+        assert r["n_harmful"] == 8 and r["n_helpful"] == 8
+    c = json.loads((dst / "metrics/clean.json").read_text())
+    assert c["input"] == c["kept"] + sum(c["dropped"].values())
+
+
+def test_outputs_are_complete_and_safe(repo):
+    dst, _ = repo
+    for model in MODELS:
+        folder = dst / "models" / model
+        assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
+        assert not list(folder.rglob("*.bin")) and not list(folder.rglob("optimizer.pt"))
+        rows = [json.loads(x) for x in (dst / "data/samples" / f"{model}.jsonl").read_text().splitlines()]
+        assert len(rows) == 16 and {"model", "prompt_set", "prompt_id", "prompt", "response", "n_tokens",
+                                    "stopped_by"} <= set(rows[0])
+        assert all("\n\nHuman:" not in r["response"] for r in rows)
+    for name in ("dpo", "sft_dpo"):
+        assert (dst / "models" / name / "adapter" / "adapter_model.safetensors").exists()
+        t = json.loads((dst / "metrics" / name / "train.json").read_text())
+        assert t["trainable_parameters"] > 0 and "heldout_reward_accuracy" in t
+        assert (dst / "metrics" / name / "live/plots/metrics/eval/rewards/margins.tsv").exists()
+    assert not (dst / "checkpoints" / "sft").exists()  # removed once the stage succeeded
+    assert "| sft_dpo | judge |" in (dst / "metrics/report.md").read_text()
+
+
+def test_second_repro_runs_nothing(repo):
+    dst, _ = repo
+    out = sh(["dvc", "repro"], dst).stdout
+    assert "Running stage" not in out
+
+
+def test_changing_beta_dirties_only_dpo_and_downstream(repo):
+    dst, _ = repo
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["dpo"]["beta"] = 0.2
+    original = (dst / "params.yaml").read_text()
+    write_params(dst / "params.yaml", params)
+    try:
+        status = json.loads(sh(["dvc", "status", "--json"], dst).stdout)
+    finally:
+        (dst / "params.yaml").write_text(original)
+    changed = set(status)
+    assert {"dpo@dpo", "dpo@sft_dpo"} <= changed
+    # sampling/scoring of dpo models changes through their model deps once dpo re-runs; these never do:
+    assert not changed & {"download", "prompts", "clean", "base", "sft", "judge", "sample@base", "sample@sft",
+                          "score@base", "score@sft"}
+
+
+def test_metrics_stage_runs_from_scored_files_alone(repo, tmp_path):
+    dst, _ = repo
+    shutil.copytree(dst / "data/scores", tmp_path / "data/scores")
+    shutil.copy(dst / "params.yaml", tmp_path / "params.yaml")
+    sh(["python", "-m", "stages.metrics"], tmp_path)
+    assert json.loads((tmp_path / "metrics/metrics.json").read_text()) == \
+        json.loads((dst / "metrics/metrics.json").read_text())
+
+
+def test_forced_rerun_is_bit_identical(repo):
+    dst, _ = repo
+    before = {p: (dst / p).read_bytes() for p in ["metrics/metrics.json", *[f"data/samples/{m}.jsonl" for m in MODELS]]}
+    sh(["dvc", "repro", "--force"], dst)
+    for p, content in before.items():
+        assert (dst / p).read_bytes() == content, p
