@@ -1,0 +1,104 @@
+"""Benchmark: wall time and peak memory of each stage of the default pipeline, the no-op re-run, and batched vs
+one-at-a-time sampling and scoring. Prints a Markdown table; not a test.
+
+    python bench/bench.py            # every stage, forced (about 6 minutes on 2 cores), then the extras
+    python bench/bench.py --extras   # only sampling/scoring speed (needs a finished `dvc repro`)
+
+Run it on a quiet machine: a second busy process makes 2-thread torch several times slower.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STAGES = ["download", "prompts", "clean", "base", "sft", "dpo@dpo", "dpo@sft_dpo", "judge",
+          "sample@base", "sample@sft", "sample@dpo", "sample@sft_dpo",
+          "score@base", "score@sft", "score@dpo", "score@sft_dpo", "metrics", "report"]
+
+
+def timed(cmd: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS of the child in MiB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return time.perf_counter() - t, max(peak, before) / 1024
+
+
+def stage_times() -> list[tuple[str, float, float]]:
+    rows = []
+    for stage in STAGES:
+        secs, mem = timed(["dvc", "repro", "--force", "--single-item", stage])
+        rows.append((stage, secs, mem))
+        print(f"  {stage:16s} {secs:7.1f} s", file=sys.stderr)
+    return rows
+
+
+def sampling_speed() -> list[str]:
+    from stages.core import params as P
+    from stages.core.generation import generate
+    from stages.core.io import read_jsonl
+    from stages.core.judges import load_judge
+    from stages.core.modeling import load_causal_lm, load_tokenizer
+
+    params = P.load()
+    prompts = [r["prompt"] for r in read_jsonl("data/eval/prompts.jsonl")]
+    tok, model = load_tokenizer("models/sft"), load_causal_lm("models/sft")
+    out = []
+    results = {}
+    for bs in (1, params.sample.batch_size):
+        s = params.sample.model_copy(update={"batch_size": bs})
+        t = time.perf_counter()
+        gens = generate(model, tok, prompts, s, params.seed)
+        secs = time.perf_counter() - t
+        results[bs] = gens
+        n_tok = sum(g.n_tokens for g in gens)
+        out.append(f"| sampling, batch {bs} | {secs:.1f} s | {n_tok / secs:.0f} tokens/s |")
+    same = [g.response for g in results[1]] == [g.response for g in results[params.sample.batch_size]]
+    out.append(f"| sampling outputs identical (batched vs one at a time) | {same} | |")
+    judge_spec = params.score.judges[0]
+    responses = [g.response for g in results[1]]
+    for bs in (1, judge_spec.batch_size):
+        judge = load_judge(judge_spec.model_copy(update={"batch_size": bs}))
+        t = time.perf_counter()
+        if bs == 1:
+            for p, r in zip(prompts, responses):
+                judge([p], [r])
+        else:
+            judge(prompts, responses)
+        secs = time.perf_counter() - t
+        out.append(f"| scoring ({judge_spec.name}), batch {bs} | {secs:.2f} s | {len(prompts) / secs:.0f} responses/s |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--extras", action="store_true", help="only sampling/scoring speed")
+    args = ap.parse_args()
+    import os
+
+    os.chdir(ROOT)
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", "",
+             "| what | wall time | peak memory / rate |", "|---|---|---|"]
+    if not args.extras:
+        rows = stage_times()
+        lines += [f"| stage {s} | {secs:.1f} s | {mem:.0f} MiB |" for s, secs, mem in rows]
+        lines.append(f"| **whole pipeline (sum of stages)** | **{sum(r[1] for r in rows):.0f} s** | "
+                     f"{max(r[2] for r in rows):.0f} MiB |")
+        secs, _ = timed(["dvc", "repro"])
+        lines.append(f"| no-op `dvc repro` | {secs:.1f} s | |")
+    lines += sampling_speed()
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
