@@ -84,10 +84,10 @@ def _scratch(params: P.Params) -> None:
     model = build_model(tok, b.scratch)
     run = TrainingRun("base", OUT, LIVE, (b.model_dump(), params.seed, len(rows), texts[:3]))
     resume = run.resume_from()
-    cfg = SFTConfig(**training_kwargs(b.pretrain, run.ckpt_dir, params.seed), max_length=b.pretrain.max_length,
+    cfg = SFTConfig(**training_kwargs(b.pretrain, run.ckpt_dir, params.seed, params.distributed), max_length=b.pretrain.max_length,
                     packing=False, dataset_num_proc=None)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_dict({"text": texts}),
-                         processing_class=tok, callbacks=[run.live_callback(resume=bool(resume))])
+                         processing_class=tok, callbacks=run.callbacks(resume=bool(resume)))
     out = trainer.train(resume_from_checkpoint=resume)
     n_tokens = sum(len(x) for x in trainer.train_dataset["input_ids"]) * b.pretrain.num_train_epochs
 

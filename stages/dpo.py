@@ -36,10 +36,10 @@ def preference_dataset(rows: list[dict], tok, d: P.DpoParams):
     return Dataset.from_dict(out)
 
 
-def dpo_config(d: P.DpoParams, output_dir: Path, seed: int):
+def dpo_config(d: P.DpoParams, output_dir: Path, seed: int, dd: P.DistributedParams | None = None):
     from trl import DPOConfig
 
-    return DPOConfig(**training_kwargs(d, output_dir, seed), beta=float(d.beta), loss_type=d.loss_type,
+    return DPOConfig(**training_kwargs(d, output_dir, seed, dd), beta=float(d.beta), loss_type=d.loss_type,
                      max_length=d.max_length, truncation_mode="keep_start",
                      precompute_ref_log_probs=d.precompute_ref_log_probs,
                      eval_strategy="steps", eval_steps=d.eval_steps, dataset_num_proc=None)
@@ -75,10 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     model = load_causal_lm(str(start))
     run = TrainingRun(name, out_dir, live, (d.model_dump(), params.seed, len(rows), (start / "run.json").read_text()))
     resume = run.resume_from()
-    trainer = DPOTrainer(model=model, ref_model=None, args=dpo_config(d, run.ckpt_dir, params.seed),
+    trainer = DPOTrainer(model=model, ref_model=None, args=dpo_config(d, run.ckpt_dir, params.seed, params.distributed),
                          train_dataset=preference_dataset(rows, tok, d),
                          eval_dataset=preference_dataset(heldout, tok, d), processing_class=tok,
-                         peft_config=lora_config(d), callbacks=[run.live_callback(resume=bool(resume))])
+                         peft_config=lora_config(d), callbacks=run.callbacks(resume=bool(resume)))
     trainable = count_trainable(trainer.model)
     before = {k: v for k, v in trainer.evaluate().items()} if not resume else {}
     out = trainer.train(resume_from_checkpoint=resume)
@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics = {
         "start": str(start), "final_loss": round(out.training_loss, 4), "steps": out.global_step,
         "trainable_parameters": trainable, "beta": d.beta,
+        "effective_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+        * trainer.args.world_size,
         "heldout_pairs": len(heldout),
         "heldout_reward_accuracy": round(final.get("eval_rewards/accuracies", float("nan")), 4),
         "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),

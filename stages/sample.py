@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stages.core import distributed as dist
 from stages.core import params as P
 from stages.core.generation import generate
 from stages.core.io import fail_cleanly, iter_jsonl, write_jsonl
@@ -28,9 +29,15 @@ def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) 
     prompts = [r for _, r in iter_jsonl(PROMPTS)]
     tok = load_tokenizer(str(model_dir / name))
     model = load_causal_lm(str(model_dir / name))
-    if torch.cuda.is_available():
+    if dist.world_size() > 1:
+        from accelerate import PartialState
+
+        model = model.to(PartialState().device)
+    elif torch.cuda.is_available():
         model = model.to("cuda")
-    gens = generate(model, tok, [r["prompt"] for r in prompts], params.sample, params.seed)
+    # Each process generates for a contiguous share of the prompts; gathered back in prompt order.
+    gens = dist.map_in_order([r["prompt"] for r in prompts],
+                             lambda share: generate(model, tok, share, params.sample, params.seed))
     return [{"model": name, "prompt_set": r["prompt_set"], "prompt_id": r["prompt_id"], "prompt": r["prompt"],
              "response": g.response, "n_tokens": g.n_tokens, "stopped_by": g.stopped_by}
             for r, g in zip(prompts, gens)]
@@ -45,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     P.seed_everything(params.seed)
     set_threads()
     rows = sample_model(name, params)
+    if not dist.is_main():
+        return
     write_jsonl(OUT_DIR / f"{name}.jsonl", rows)
     empty = sum(not r["response"] for r in rows)
     print(f"sample@{name}: {len(rows)} responses ({empty} empty)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from stages.core import distributed as dist
 from stages.core import params as P
 from stages.core.io import fail_cleanly, iter_jsonl, write_json, write_jsonl
 from stages.core.judges import load_judge
@@ -27,7 +28,9 @@ def score_rows(rows: list[dict], judges: list) -> tuple[list[dict], dict]:
     sources = {}
     for spec in judges:
         judge = load_judge(spec)
-        rewards[spec.name] = judge([r["prompt"] for r in rows], [r["response"] for r in rows])
+        # Each process scores a contiguous share; gathered back in row order.
+        rewards[spec.name] = dist.map_in_order(rows, lambda share: judge([r["prompt"] for r in share],
+                                                                          [r["response"] for r in share]))
         sources[spec.name] = {"kind": spec.kind, "path": spec.path,
                               "revision": getattr(judge, "revision", None) or spec.revision}
     out = [r | {"rewards": {name: rewards[name][i] for name in rewards}} for i, r in enumerate(rows)]
@@ -44,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     set_threads()
     rows = [r for _, r in iter_jsonl(SAMPLES / f"{name}.jsonl")]
     scored, sources = score_rows(rows, params.score.judges)
+    if not dist.is_main():
+        return
     write_jsonl(OUT_DIR / f"{name}.jsonl", scored)
     write_json(OUT_DIR / f"{name}.judges.json", {"judges": sources, "run": run_info()})
     print(f"score@{name}: {len(scored)} responses x {len(sources)} judge(s)")

@@ -31,10 +31,10 @@ def sft_dataset(rows: list[dict], tok, s: P.SftParams):
     return Dataset.from_dict({"prompt": prompts, "completion": [" " + r["chosen"] for r in rows]})
 
 
-def sft_config(s: P.SftParams, output_dir: Path, seed: int):
+def sft_config(s: P.SftParams, output_dir: Path, seed: int, d: P.DistributedParams | None = None):
     from trl import SFTConfig
 
-    return SFTConfig(**training_kwargs(s, output_dir, seed), max_length=s.max_length, packing=False,
+    return SFTConfig(**training_kwargs(s, output_dir, seed, d), max_length=s.max_length, packing=False,
                      completion_only_loss=(s.loss_on == "response"), dataset_num_proc=None)
 
 
@@ -55,9 +55,9 @@ def main() -> None:
     model = load_causal_lm(str(START))
     run = TrainingRun("sft", OUT, LIVE, (s.model_dump(), params.seed, len(rows), (START / "run.json").read_text()))
     resume = run.resume_from()
-    trainer = SFTTrainer(model=model, args=sft_config(s, run.ckpt_dir, params.seed),
+    trainer = SFTTrainer(model=model, args=sft_config(s, run.ckpt_dir, params.seed, params.distributed),
                          train_dataset=sft_dataset(rows, tok, s), processing_class=tok,
-                         callbacks=[run.live_callback(resume=bool(resume))])
+                         callbacks=run.callbacks(resume=bool(resume)))
     out = trainer.train(resume_from_checkpoint=resume)
     n_tokens = sum(len(x) for x in trainer.train_dataset["input_ids"]) * s.num_train_epochs
 
@@ -65,7 +65,10 @@ def main() -> None:
         trainer.save_model(str(tmp))
         tok.save_pretrained(tmp)
 
+    args = trainer.args
     run.save(write, {"final_loss": round(out.training_loss, 4), "steps": out.global_step, "loss_on": s.loss_on,
+                     "effective_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps
+                     * args.world_size,
                      "trainable_parameters": count_trainable(model),
                      "tokens_per_s": round(n_tokens / max(out.metrics["train_runtime"], 1e-9), 1)})
     print(f"sft: saved {OUT} (loss {out.training_loss:.3f})")

@@ -3,6 +3,7 @@
 One module-scoped run is shared by the checks below; it takes about a minute or two on 2 cores.
 """
 import json
+import time
 import shutil
 import subprocess
 
@@ -112,3 +113,37 @@ def test_forced_rerun_is_bit_identical(repo):
     sh(["dvc", "repro", "--force"], dst)
     for p, content in before.items():
         assert (dst / p).read_bytes() == content, p
+
+
+@pytest.mark.slow
+def test_exp_run_and_queued_sweep(repo):
+    """`dvc exp run -S dpo.beta=...` re-runs only DPO and what follows it; a queued sweep runs with one worker and
+    `dvc exp show` lists beta against CAS. (Slow: about 4 minutes; .ci/run runs it, `pytest -m slow` too.)"""
+    dst, _ = repo
+    # The temp repo keeps its tiny params.yaml: Hydra composition would rebuild it from conf/ (the full default).
+    sh("dvc config hydra.enabled false && git add -A && git -c user.email=t@t -c user.name=t commit -qm lock", dst)
+    out = sh(["dvc", "exp", "run", "-S", "dpo.beta=0.2"], dst).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert {"dpo@dpo", "dpo@sft_dpo", "sample@dpo", "sample@sft_dpo", "score@dpo", "score@sft_dpo", "metrics"} <= ran
+    assert not ran & {"download", "prompts", "clean", "base", "sft", "judge", "sample@base", "sample@sft",
+                      "score@base", "score@sft"}
+    sh(["dvc", "exp", "run", "--queue", "-S", "dpo.beta=0.05,0.5"], dst)
+    sh(["dvc", "queue", "start", "-j", "1"], dst)
+    deadline = time.time() + 900
+    while time.time() < deadline:
+        status = sh(["dvc", "queue", "status"], dst).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert "Failed" not in status, status
+    shown = json.loads(sh(["dvc", "exp", "show", "--json"], dst).stdout)
+    betas = set()
+    for rev in shown:
+        for exp in (rev.get("experiments") or []):
+            for run in exp.get("revs", []):
+                data = run.get("data") or {}
+                beta = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("dpo", {}).get("beta")
+                cas = data.get("metrics", {}).get("metrics/metrics.json", {}).get("data", {})
+                if beta is not None and cas.get("sft_dpo", {}).get("judge", {}).get("cas") is not None:
+                    betas.add(beta)
+    assert {0.05, 0.5} <= betas

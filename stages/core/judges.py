@@ -75,13 +75,21 @@ class SequenceClassifierJudge:
             self.tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
             self.model = AutoModelForSequenceClassification.from_pretrained(
                 path, revision=revision, use_safetensors=True, trust_remote_code=False)
-        except (OSError, ValueError) as exc:
-            raise StageError(f"{path}: cannot load the reward model ({str(exc).splitlines()[0]})") from None
+        except Exception as exc:  # missing, offline hub, corrupt weights, pickle-only
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StageError(f"{path}: cannot load the reward model ({first})") from None
         if self.tok.pad_token is None:  # GPT-2 reward models have none
             self.tok.pad_token = self.tok.eos_token
             self.model.config.pad_token_id = self.tok.pad_token_id
         self.revision = getattr(self.model.config, "_commit_hash", None) or revision
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        from .distributed import world_size
+
+        if world_size() > 1:  # one device per process under accelerate
+            from accelerate import PartialState
+
+            self.device = PartialState().device
+        else:
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device).eval()
         self.input_format, self.batch_size, self.max_length = input_format, batch_size, max_length
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import distributed as dist
 from .io import StageError, fresh_tmp_dir, replace_dir, write_json
 from .runinfo import run_info
 
@@ -63,8 +64,9 @@ def load_causal_lm(path: str, revision: str | None = None, dtype=None):
     try:
         model = AutoModelForCausalLM.from_pretrained(path, revision=revision, use_safetensors=True,
                                                      trust_remote_code=False, dtype=dtype)
-    except (OSError, ValueError) as exc:
-        raise StageError(f"{path}: cannot load the model ({str(exc).splitlines()[0]})") from None
+    except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt file), ...
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StageError(f"{path}: cannot load the model ({first})") from None
     return model
 
 
@@ -86,8 +88,12 @@ def device_flags() -> dict:
     }
 
 
-def training_kwargs(section, output_dir: Path, seed: int) -> dict:
-    """TrainingArguments fields shared by SFT/DPO/pre-training, from a params section (floats cast)."""
+def training_kwargs(section, output_dir: Path, seed: int, d=None) -> dict:
+    """TrainingArguments fields shared by SFT/DPO/pre-training, from a params section (floats cast).
+
+    `d` (params.distributed) keeps per-device batch x accumulation x processes at what params say.
+    """
+    accum = dist.accumulation_steps(section, d) if d is not None else int(section.gradient_accumulation_steps)
     return {
         "output_dir": str(output_dir),
         "learning_rate": float(section.learning_rate),
@@ -95,7 +101,7 @@ def training_kwargs(section, output_dir: Path, seed: int) -> dict:
         "max_steps": int(section.max_steps),
         "per_device_train_batch_size": int(section.per_device_train_batch_size),
         "per_device_eval_batch_size": int(section.per_device_train_batch_size),
-        "gradient_accumulation_steps": int(section.gradient_accumulation_steps),
+        "gradient_accumulation_steps": accum,
         "lr_scheduler_type": section.lr_scheduler_type,
         "warmup_steps": float(section.warmup_ratio),  # transformers 5: a float < 1 is a ratio of the steps
         "weight_decay": float(section.weight_decay),
@@ -134,10 +140,12 @@ class TrainingRun:
         self.fp = fingerprint(*fingerprint_parts)
         self.started = time.perf_counter()
         stamp = self.ckpt_dir / "fingerprint.txt"
-        if self.ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != self.fp):
-            shutil.rmtree(self.ckpt_dir)  # stale checkpoints of other params: start over
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(self.fp)
+        if dist.is_main():
+            if self.ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != self.fp):
+                shutil.rmtree(self.ckpt_dir)  # stale checkpoints of other params: start over
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(self.fp)
+        dist.barrier()
 
     def resume_from(self) -> str | None:
         from transformers.trainer_utils import get_last_checkpoint
@@ -146,6 +154,10 @@ class TrainingRun:
         if last:
             print(f"{self.stage}: resuming from {last}")
         return last
+
+    def callbacks(self, resume: bool) -> list:
+        """DVCLive curves, from the main process only (others would write the same files)."""
+        return [self.live_callback(resume)] if dist.is_main() else []
 
     def live_callback(self, resume: bool):
         from dvclive import Live
@@ -157,13 +169,17 @@ class TrainingRun:
 
     def save(self, write_fn, metrics: dict) -> None:
         """write_fn(tmp_dir) writes the model; it is moved into place only when complete. Then the
-        stage metrics are written and the checkpoints removed (no optimizer state is left behind)."""
+        stage metrics are written and the checkpoints removed (no optimizer state is left behind).
+        Only the main process writes; the others wait for it."""
+        dist.barrier()
+        if not dist.is_main():
+            return
         tmp = fresh_tmp_dir(self.out_dir)
         write_fn(tmp)
         for leftover in ("optimizer.pt", "scheduler.pt", "training_args.bin", "rng_state.pth"):
             (tmp / leftover).unlink(missing_ok=True)
         replace_dir(tmp, self.out_dir)
-        metrics = {**metrics, "wall_time_s": round(time.perf_counter() - self.started, 1)}
+        metrics = {**metrics, "processes": dist.world_size(), "wall_time_s": round(time.perf_counter() - self.started, 1)}
         write_json(self.live_dir.parent / "train.json", metrics)
         write_json(self.out_dir / "run.json", run_info(stage=self.stage))
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)

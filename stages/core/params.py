@@ -183,6 +183,14 @@ class MetricsParams(Section):
     confidence: float = Field(gt=0.0, lt=1.0)
 
 
+class DistributedParams(Section):
+    num_processes: int = PosInt
+    config_file: Optional[str]  # an accelerate config (configs/ddp.yaml, fsdp.yaml, zero2.yaml, zero3.yaml)
+    mixed_precision: Literal["no", "bf16", "fp16"]
+    keep_effective_batch: bool  # divide gradient accumulation by the process count
+    main_process_port: Optional[int] = Field(ge=1024, le=65535)
+
+
 class Params(Section):
     profile: Literal["cpu", "paper"]
     seed: int = Field(ge=0)
@@ -197,6 +205,7 @@ class Params(Section):
     sample: SampleParams
     score: ScoreParams
     metrics: MetricsParams
+    distributed: DistributedParams
 
     @model_validator(mode="after")
     def _thresholds_for_every_judge(self):

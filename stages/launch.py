@@ -1,0 +1,56 @@
+"""Run a stage in this process, or under `accelerate launch` when params ask for several processes.
+
+    python -m stages.launch sft
+    python -m stages.launch dpo sft_dpo
+
+With `distributed.num_processes: N > 1` this runs
+`accelerate launch --num_processes N [--config_file F] --mixed_precision M [--cpu] -m stages.<stage> [args]`
+(`--cpu` when no GPU is visible: gloo, for checks on a CPU machine).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import sys
+
+from stages.core import params as P
+from stages.core.io import StageError, fail_cleanly
+
+STAGES = {"base", "sft", "dpo", "sample", "score"}
+
+
+def command(stage: str, args: list[str], d: P.DistributedParams, cuda: bool) -> list[str]:
+    exe = shutil.which("accelerate") or "accelerate"
+    cmd = [exe, "launch", "--num_processes", str(d.num_processes), "--mixed_precision", d.mixed_precision]
+    if d.config_file:
+        if not os.path.exists(d.config_file):
+            raise StageError(f"{d.config_file}: accelerate config file not found (distributed.config_file)")
+        cmd += ["--config_file", d.config_file]
+    if not cuda:
+        cmd += ["--cpu"]
+    if d.main_process_port:
+        cmd += ["--main_process_port", str(d.main_process_port)]
+    return cmd + ["-m", f"stages.{stage}", *args]
+
+
+@fail_cleanly
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in STAGES:
+        raise StageError(f"usage: python -m stages.launch {{{','.join(sorted(STAGES))}}} [args]")
+    stage, args = argv[0], argv[1:]
+    d = P.load().distributed
+    if d.num_processes == 1 or os.environ.get("WORLD_SIZE"):
+        module = importlib.import_module(f"stages.{stage}")
+        module.main(args) if stage in {"dpo", "sample", "score"} else module.main()
+        return
+    import torch
+
+    cmd = command(stage, args, d, torch.cuda.is_available())
+    print("launch:", " ".join(cmd), flush=True)
+    os.execvp(cmd[0], cmd)
+
+
+if __name__ == "__main__":
+    main()

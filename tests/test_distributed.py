@@ -1,0 +1,90 @@
+"""Several processes through accelerate, checked on the CPU (gloo): training completes and loads, sampling and
+scoring with 2 processes give the same files as with 1, and only the main process writes."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from stages import base, clean, download, launch, prompts
+from stages.core import distributed as dist
+from stages.core import params as P
+from stages.core.io import StageError
+from stages.core.modeling import load_causal_lm
+
+from .conftest import run_env, tiny_params, write_params
+
+
+def test_launch_command_from_params():
+    d = P.validate(tiny_params()).distributed.model_copy(update={"num_processes": 4, "config_file": "configs/ddp.yaml",
+                                                                 "main_process_port": 29611})
+    cmd = launch.command("dpo", ["sft_dpo"], d, cuda=False)
+    assert cmd[1:] == ["launch", "--num_processes", "4", "--mixed_precision", "no", "--config_file",
+                       "configs/ddp.yaml", "--cpu", "--main_process_port", "29611", "-m", "stages.dpo", "sft_dpo"]
+    with pytest.raises(StageError, match="nowhere.yaml: accelerate config file not found"):
+        launch.command("sft", [], d.model_copy(update={"config_file": "nowhere.yaml"}), cuda=True)
+
+
+def test_effective_batch_is_kept(monkeypatch):
+    d = SimpleNamespace(keep_effective_batch=True)
+    s = SimpleNamespace(gradient_accumulation_steps=4)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert dist.accumulation_steps(s, d) == 2  # 2 per device x 2 x 2 processes = the study's 8
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(StageError, match="not a multiple of the 3 processes"):
+        dist.accumulation_steps(s, d)
+    assert dist.accumulation_steps(s, SimpleNamespace(keep_effective_batch=False)) == 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_stage(d, *args, procs=1):
+    p = tiny_params()
+    p["distributed"].update(num_processes=procs, main_process_port=free_port())
+    p["sft"]["gradient_accumulation_steps"] = p["dpo"]["gradient_accumulation_steps"] = 2
+    write_params(d / "params.yaml", p)
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "stages.launch", *args], cwd=d, capture_output=True, text=True,
+                         env=run_env() | {"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return time.perf_counter() - t, res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_two_cpu_processes(tmp_path):
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        write_params(tmp_path / "params.yaml", tiny_params())
+        download.main()
+        prompts.main()
+        clean.main()
+        base.main()
+    finally:
+        os.chdir(cwd)
+    times = {}
+    for procs in (1, 2):
+        times[("sft", procs)], log = run_stage(tmp_path, "sft", procs=procs)
+        if procs == 2:
+            assert "accelerate" in log and "--num_processes 2" in log
+        t = json.loads((tmp_path / "metrics/sft/train.json").read_text())
+        assert t["processes"] == procs
+        load_causal_lm(str(tmp_path / "models/sft"))
+        times[("dpo", procs)], _ = run_stage(tmp_path, "dpo", "sft_dpo", procs=procs)
+        t = json.loads((tmp_path / "metrics/sft_dpo/train.json").read_text())
+        assert t["processes"] == procs and t["effective_batch_size"] == 16  # 8 x 2 x 1 = 8 x 1 x 2
+        load_causal_lm(str(tmp_path / "models/sft_dpo"))
+    # sampling: the same model, 1 vs 2 processes, same file
+    run_stage(tmp_path, "sample", "sft_dpo", procs=1)
+    one = (tmp_path / "data/samples/sft_dpo.jsonl").read_bytes()
+    times[("sample", 2)], _ = run_stage(tmp_path, "sample", "sft_dpo", procs=2)
+    assert (tmp_path / "data/samples/sft_dpo.jsonl").read_bytes() == one
+    print("\nwall time (s), 1 vs 2 CPU processes:", {f"{k[0]}@{k[1]}": round(v, 1) for k, v in times.items()})

@@ -1,0 +1,120 @@
+"""Interruption and faults: a killed training stage resumes from its checkpoint and never leaves a partial
+output; missing or corrupt models, pickle weights and unloadable judges give one clear line naming the path."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from stages import base, clean, download, metrics, prompts
+from stages.core import io as sio
+from stages.core.io import StageError
+from stages.core.modeling import check_model_dir, load_causal_lm
+
+from .conftest import run_env, tiny_params, write_params
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    """A tiny models/base (and the cleaned data) in a scratch folder."""
+    d = tmp_path_factory.mktemp("faults")
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        write_params(d / "params.yaml", tiny_params())
+        download.main()
+        prompts.main()
+        clean.main()
+        base.main()
+    finally:
+        os.chdir(cwd)
+    return d
+
+
+def test_killed_sft_resumes_from_checkpoint(base_model):
+    d = base_model
+    p = tiny_params()
+    p["sft"].update(max_steps=300, save_steps=5, logging_steps=5)
+    write_params(d / "params.yaml", p)
+    env = run_env() | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.sft"], cwd=d, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((d / "checkpoints/sft").glob("checkpoint-*")):
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list((d / "checkpoints/sft").glob("checkpoint-*")), "no checkpoint was written before the kill"
+    assert not (d / "models/sft").exists()  # nothing DVC could take as finished
+    done = subprocess.run([sys.executable, "-m", "stages.sft"], cwd=d, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from checkpoints/sft/checkpoint-" in done.stdout + done.stderr
+    assert json.loads((d / "metrics/sft/train.json").read_text())["steps"] == 300
+    assert (d / "models/sft/model.safetensors").exists() and not (d / "checkpoints/sft").exists()
+
+
+def test_model_folder_faults(tmp_path, base_model):
+    with pytest.raises(StageError, match="model folder not found"):
+        check_model_dir(tmp_path / "nope")
+    (tmp_path / "cfg").mkdir()
+    with pytest.raises(StageError, match="no config.json"):
+        check_model_dir(tmp_path / "cfg")
+    pickled = tmp_path / "pickled"
+    model = load_causal_lm(str(base_model / "models/base"))
+    model.save_pretrained(pickled)
+    import torch
+
+    (pickled / "model.safetensors").unlink()
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")  # a pickle checkpoint, as older repos ship
+    with pytest.raises(StageError, match="only pickle weights.*refusing"):
+        load_causal_lm(str(pickled))
+    corrupt = tmp_path / "corrupt"
+    model.save_pretrained(corrupt)
+    (corrupt / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(StageError, match=f"{corrupt}: cannot load the model"):
+        load_causal_lm(str(corrupt))
+
+
+def test_stage_errors_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path / "params.yaml", tiny_params())
+    res = subprocess.run([sys.executable, "-m", "stages.sample", "sft"], cwd=tmp_path, env=run_env(),
+                         capture_output=True, text=True)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines() == ["error: data/eval/prompts.jsonl: file not found"]
+    p = tiny_params()
+    p["dpo"]["bta"] = 0.2
+    write_params(tmp_path / "params.yaml", p)
+    res = subprocess.run([sys.executable, "-m", "stages.metrics"], cwd=tmp_path, env=run_env(),
+                         capture_output=True, text=True)
+    assert res.stderr.strip() == "error: params.yaml: dpo.bta: unknown key (typo?)"
+
+
+def test_no_metrics_from_partial_scores(in_tmp):
+    from .test_metrics import study_rows
+
+    sio.write_jsonl(in_tmp / "data/scores/base.jsonl",
+                    [r | {"rewards": {"judge": 0.5}} for r in study_rows("base", 10, 10)])
+    with pytest.raises(StageError, match="sft.jsonl: file not found"):
+        metrics.main.__wrapped__()
+    assert not (in_tmp / "metrics/metrics.json").exists()
+
+
+def test_disk_full_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys):
+    def full(*a, **k):
+        raise OSError(28, "No space left on device", str(tmp_path / "out.json"))
+
+    monkeypatch.setattr(sio.os, "replace", full)
+
+    @sio.fail_cleanly
+    def stage():
+        sio.write_json(tmp_path / "out.json", {"a": 1})
+
+    with pytest.raises(SystemExit):
+        stage()
+    assert capsys.readouterr().err.strip() == f"error: disk full while writing {tmp_path / 'out.json'}: No space left on device"
+    assert not list(tmp_path.iterdir())  # the temp file was removed too
