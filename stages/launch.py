@@ -5,7 +5,8 @@
 
 With `distributed.num_processes: N > 1` this runs
 `accelerate launch --num_processes N [--config_file F] --mixed_precision M [--cpu] -m stages.<stage> [args]`
-(`--cpu` when no GPU is visible: gloo, for checks on a CPU machine).
+On a machine without a GPU it uses accelerate's torchrun launcher (`--multi_gpu`) and the processes join with the
+gloo backend: in accelerate 1.15 `--cpu --num_processes N` starts a single process unless MPI is set up.
 """
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ def command(stage: str, args: list[str], d: P.DistributedParams, cuda: bool) -> 
         if not os.path.exists(d.config_file):
             raise StageError(f"{d.config_file}: accelerate config file not found (distributed.config_file)")
         cmd += ["--config_file", d.config_file]
-    if not cuda:
-        cmd += ["--cpu"]
+    if not cuda and not d.config_file:
+        cmd += ["--multi_gpu"]  # torchrun launcher; the stages then join with gloo (see module docstring)
     if d.main_process_port:
         cmd += ["--main_process_port", str(d.main_process_port)]
     return cmd + ["-m", f"stages.{stage}", *args]

@@ -30,9 +30,7 @@ def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) 
     tok = load_tokenizer(str(model_dir / name))
     model = load_causal_lm(str(model_dir / name))
     if dist.world_size() > 1:
-        from accelerate import PartialState
-
-        model = model.to(PartialState().device)
+        model = model.to(dist.state().device)
     elif torch.cuda.is_available():
         model = model.to("cuda")
     # Each process generates for a contiguous share of the prompts; gathered back in prompt order.

@@ -24,7 +24,8 @@ def test_launch_command_from_params():
                                                                  "main_process_port": 29611})
     cmd = launch.command("dpo", ["sft_dpo"], d, cuda=False)
     assert cmd[1:] == ["launch", "--num_processes", "4", "--mixed_precision", "no", "--config_file",
-                       "configs/ddp.yaml", "--cpu", "--main_process_port", "29611", "-m", "stages.dpo", "sft_dpo"]
+                       "configs/ddp.yaml", "--main_process_port", "29611", "-m", "stages.dpo", "sft_dpo"]
+    assert "--multi_gpu" in launch.command("sft", [], d.model_copy(update={"config_file": None}), cuda=False)
     with pytest.raises(StageError, match="nowhere.yaml: accelerate config file not found"):
         launch.command("sft", [], d.model_copy(update={"config_file": "nowhere.yaml"}), cuda=True)
 

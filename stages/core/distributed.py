@@ -23,11 +23,17 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def state():
+    """accelerate's process state; on a machine without a GPU the processes join with gloo."""
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def barrier() -> None:
     if world_size() > 1:
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
+        state().wait_for_everyone()
 
 
 def accumulation_steps(section, d) -> int:
@@ -49,11 +55,9 @@ def map_in_order(items: list, fn) -> list:
     """fn(list_of_items) -> list of results, run on each process's contiguous share; gathered in input order."""
     if world_size() == 1:
         return fn(items)
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    state = PartialState()
-    with state.split_between_processes(list(range(len(items)))) as mine:
+    with state().split_between_processes(list(range(len(items)))) as mine:
         local = list(zip(mine, fn([items[i] for i in mine])))
     merged = gather_object(local)
     return [r for _, r in sorted(merged, key=lambda pair: pair[0])]

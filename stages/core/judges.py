@@ -82,12 +82,10 @@ class SequenceClassifierJudge:
             self.tok.pad_token = self.tok.eos_token
             self.model.config.pad_token_id = self.tok.pad_token_id
         self.revision = getattr(self.model.config, "_commit_hash", None) or revision
-        from .distributed import world_size
+        from .distributed import state, world_size
 
         if world_size() > 1:  # one device per process under accelerate
-            from accelerate import PartialState
-
-            self.device = PartialState().device
+            self.device = state().device
         else:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device).eval()
