@@ -3,6 +3,7 @@ one-at-a-time sampling and scoring. Prints a Markdown table; not a test.
 
     python bench/bench.py            # every stage, forced (about 6 minutes on 2 cores), then the extras
     python bench/bench.py --extras   # only sampling/scoring speed (needs a finished `dvc repro`)
+    python bench/bench.py --experiments  # only `dvc exp run -S dpo.beta=0.2` and DPO precompute_ref_log_probs
 
 Run it on a quiet machine: a second busy process makes 2-thread torch several times slower.
 """
@@ -80,15 +81,59 @@ def sampling_speed() -> list[str]:
     return out
 
 
+def experiment_speed() -> list[str]:
+    """In a throwaway clone sharing this repo's DVC cache: `dvc exp run -S dpo.beta=0.2` (time, stages run), then
+    DPO with precompute_ref_log_probs off vs on (tokens/s). The workspace is not touched."""
+    import re
+    import shutil
+    import tempfile
+
+    import yaml
+
+    out = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-exp-"))
+    try:
+        subprocess.run(["git", "clone", "-q", str(ROOT), str(tmp / "repo")], check=True)
+        repo = tmp / "repo"
+        subprocess.run(["dvc", "cache", "dir", str(ROOT / ".dvc" / "cache")], cwd=repo, check=True)
+        subprocess.run(["dvc", "checkout", "-q"], cwd=repo, check=True, capture_output=True)
+        t = time.perf_counter()
+        res = subprocess.run(["dvc", "exp", "run", "-S", "dpo.beta=0.2"], cwd=repo, check=True, capture_output=True,
+                             text=True)
+        secs = time.perf_counter() - t
+        ran = re.findall(r"Running stage '([^']+)'", res.stdout)
+        out.append(f"| `dvc exp run -S dpo.beta=0.2` | {secs:.0f} s | ran: {', '.join(ran)} |")
+        for stage in ("sft", "dpo", "sft_dpo"):
+            tr = json.loads((ROOT / "metrics" / stage / "train.json").read_text())
+            out.append(f"| training {stage} (default run) | {tr['wall_time_s']} s | {tr['tokens_per_s']} tokens/s |")
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        for pre in (False, True):
+            params["dpo"].update(precompute_ref_log_probs=pre, max_steps=60, eval_steps=1000)
+            (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "stages.dpo", "dpo"], cwd=repo, check=True, capture_output=True)
+            secs = time.perf_counter() - t
+            tr = json.loads((repo / "metrics" / "dpo" / "train.json").read_text())
+            out.append(f"| DPO 60 steps, precompute_ref_log_probs={pre} | {secs:.0f} s (stage) | "
+                       f"{tr['tokens_per_s']} tokens/s |")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--extras", action="store_true", help="only sampling/scoring speed")
+    ap.add_argument("--experiments", action="store_true", help="only the experiment re-run and DPO ref log-probs")
     args = ap.parse_args()
     import os
 
     os.chdir(ROOT)
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", "",
              "| what | wall time | peak memory / rate |", "|---|---|---|"]
+    if args.experiments:
+        print("\n".join(lines + experiment_speed()))
+        return
     if not args.extras:
         rows = stage_times()
         lines += [f"| stage {s} | {secs:.1f} s | {mem:.0f} MiB |" for s, secs, mem in rows]
@@ -97,6 +142,8 @@ def main() -> None:
         secs, _ = timed(["dvc", "repro"])
         lines.append(f"| no-op `dvc repro` | {secs:.1f} s | |")
     lines += sampling_speed()
+    if not args.extras:
+        lines += experiment_speed()
     print("\n".join(lines))
 
 

@@ -5,7 +5,7 @@
 Reads data/scores/<model>.jsonl for each model in `models` (the schema in README: sample fields plus
 `rewards: {judge: float}`); needs nothing else, so it runs in any checkout that holds such files.
 Writes metrics/metrics.json (flat: `<model>.<judge>.cas`, ...), metrics/plots/rates.csv (bars),
-metrics/plots/rewards.csv (reward distributions) and metrics/plots/rates.png.
+metrics/plots/rewards.csv and rewards.png (reward distributions) and metrics/plots/rates.png.
 """
 from __future__ import annotations
 
@@ -99,13 +99,13 @@ def compute(scores: dict, thresholds: dict, resamples: int, confidence: float, s
 
 
 def write_plots(result: dict, scores: dict, judges: list[str]) -> None:
-    rows = ["model,judge,metric,value"]
+    rows = ["model,judge,harmless_rate,helpful_rate,cas"]
     for m, per_judge in result.items():
         if m == "judge_agreement":
             continue
         for j in judges:
-            for k in ("harmless_rate", "helpful_rate", "cas"):
-                rows.append(f"{m},{j},{k},{per_judge[j][k]}")
+            r = per_judge[j]
+            rows.append(f"{m} ({j}),{j},{r['harmless_rate']},{r['helpful_rate']},{r['cas']}")
     write_text(PLOTS / "rates.csv", "\n".join(rows) + "\n")
     rew = ["model,judge,prompt_set,prompt_id,reward"]
     for m, by_set in scores.items():
@@ -115,6 +115,7 @@ def write_plots(result: dict, scores: dict, judges: list[str]) -> None:
                     rew.append(f"{m},{j},{s},{r['prompt_id']},{r['rewards'][j]!r}")
     write_text(PLOTS / "rewards.csv", "\n".join(rew) + "\n")
     _bar_chart(result, judges)
+    _reward_histograms(scores, judges)
 
 
 def _bar_chart(result: dict, judges: list[str]) -> None:
@@ -139,11 +140,40 @@ def _bar_chart(result: dict, judges: list[str]) -> None:
         ax.set_ylabel("% (95% bootstrap CI)")
     axes[0][0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
-    tmp = PLOTS / ".rates.png.tmp"
+    _save(fig, "rates.png")
+
+
+def _save(fig, name: str) -> None:
+    import matplotlib.pyplot as plt
+
     PLOTS.mkdir(parents=True, exist_ok=True)
-    fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})
+    tmp = PLOTS / f".{name}.tmp"
+    fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})  # no version stamp: identical re-runs
     plt.close(fig)
-    tmp.replace(PLOTS / "rates.png")
+    tmp.replace(PLOTS / name)
+
+
+def _reward_histograms(scores: dict, judges: list[str]) -> None:
+    """Reward distributions per model, one panel per (judge, prompt set)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(judges), 2, figsize=(10, 3.2 * len(judges)), squeeze=False)
+    for row, j in zip(axes, judges):
+        for ax, s in zip(row, SETS):
+            values = {m: [r["rewards"][j] for r in by_set[s]] for m, by_set in scores.items()}
+            lo = min(min(v) for v in values.values())
+            hi = max(max(v) for v in values.values())
+            bins = np.linspace(lo, hi if hi > lo else lo + 1, 21)
+            for m, v in values.items():
+                ax.hist(v, bins=bins, histtype="step", linewidth=1.5, label=m)
+            ax.set_title(f"{j}: {s} prompts")
+            ax.set_xlabel("reward")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, "rewards.png")
 
 
 @fail_cleanly

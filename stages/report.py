@@ -41,7 +41,8 @@ def render() -> tuple[str, str]:
     metrics = read_json("metrics/metrics.json")
     manifest = read_json("data/raw/manifest.json") if Path("data/raw/manifest.json").exists() else {}
     table = results_table(metrics, manifest.get("synthetic", False))
-    parts = ["# Results\n", table, "\n![HmR, HpR and CAS by model](plots/rates.png)\n"]
+    parts = ["# Results\n", table, "\n![HmR, HpR and CAS by model](plots/rates.png)\n",
+             "\n![Reward distributions](plots/rewards.png)\n"]
     clean = Path("metrics/clean.json")
     if clean.exists():
         c = json.loads(clean.read_text())

@@ -81,21 +81,40 @@ def test_second_repro_runs_nothing(repo):
     assert "Running stage" not in out
 
 
-def test_changing_beta_dirties_only_dpo_and_downstream(repo):
+TRAINING = {"download", "prompts", "clean", "base", "sft", "dpo@dpo", "dpo@sft_dpo", "judge"}
+SAMPLING = {f"sample@{m}" for m in MODELS}
+
+
+def _set_beta(p):
+    p["dpo"]["beta"] = 0.2
+
+
+def _set_tokens(p):
+    p["sample"]["max_new_tokens"] = 7
+
+
+def _set_judge(p):
+    p["score"]["judges"][0]["batch_size"] = 5
+
+
+@pytest.mark.parametrize("edit, dirty, never", [
+    # sampling/scoring of the dpo models follow through their model deps once dpo re-runs
+    (_set_beta, {"dpo@dpo", "dpo@sft_dpo"}, TRAINING - {"dpo@dpo", "dpo@sft_dpo"} | {"sample@base", "sample@sft"}),
+    (_set_tokens, SAMPLING, TRAINING),  # an evaluation param re-runs no training
+    (_set_judge, {f"score@{m}" for m in MODELS}, TRAINING | SAMPLING),  # a judge change re-runs no sampling
+], ids=["dpo.beta", "sample.max_new_tokens", "score.judges"])
+def test_param_change_dirties_only_what_reads_it(repo, edit, dirty, never):
     dst, _ = repo
-    params = yaml.safe_load((dst / "params.yaml").read_text())
-    params["dpo"]["beta"] = 0.2
     original = (dst / "params.yaml").read_text()
+    params = yaml.safe_load(original)
+    edit(params)
     write_params(dst / "params.yaml", params)
     try:
-        status = json.loads(sh(["dvc", "status", "--json"], dst).stdout)
+        changed = set(json.loads(sh(["dvc", "status", "--json"], dst).stdout))
     finally:
         (dst / "params.yaml").write_text(original)
-    changed = set(status)
-    assert {"dpo@dpo", "dpo@sft_dpo"} <= changed
-    # sampling/scoring of dpo models changes through their model deps once dpo re-runs; these never do:
-    assert not changed & {"download", "prompts", "clean", "base", "sft", "judge", "sample@base", "sample@sft",
-                          "score@base", "score@sft"}
+    assert dirty <= changed
+    assert not changed & never
 
 
 def test_metrics_stage_runs_from_scored_files_alone(repo, tmp_path):
@@ -127,6 +146,10 @@ def test_exp_run_and_queued_sweep(repo):
     assert {"dpo@dpo", "dpo@sft_dpo", "sample@dpo", "sample@sft_dpo", "score@dpo", "score@sft_dpo", "metrics"} <= ran
     assert not ran & {"download", "prompts", "clean", "base", "sft", "judge", "sample@base", "sample@sft",
                       "score@base", "score@sft"}
+    diff = sh(["dvc", "metrics", "diff", "HEAD", "--md", "--targets", "metrics/metrics.json"], dst).stdout
+    assert "sft_dpo.judge.cas" in diff and "| Path" in diff
+    params_diff = sh(["dvc", "params", "diff", "HEAD", "--md"], dst).stdout
+    assert "dpo.beta" in params_diff and "0.2" in params_diff
     sh(["dvc", "exp", "run", "--queue", "-S", "dpo.beta=0.05,0.5"], dst)
     sh(["dvc", "queue", "start", "-j", "1"], dst)
     deadline = time.time() + 900

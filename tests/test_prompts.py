@@ -49,6 +49,25 @@ def test_bad_prompt_files(tmp_path):
         prompts.load_prompt_file(str(tmp_path / "missing.json"))
 
 
+def test_prompt_file_from_url(tmp_path):
+    """A URL works like a path (served here from loopback only)."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "p.json").write_text(json.dumps(["Human: hello there"]))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/p.json"
+        assert prompts.load_prompt_file(url) == ["Human: hello there"]
+        with pytest.raises(StageError, match="cannot download"):
+            prompts.load_prompt_file(url.replace("p.json", "missing.json"))
+    finally:
+        server.shutdown()
+
+
 @pytest.mark.skipif(not PAPER_EVAL.exists(), reason="../shared/data/paper-eval not present")
 def test_study_prompt_files_are_used_and_normalised(in_tmp):
     download.main()
