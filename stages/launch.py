@@ -23,7 +23,8 @@ STAGES = {"base", "sft", "dpo", "sample", "score"}
 
 def command(stage: str, args: list[str], d: P.DistributedParams, cuda: bool) -> list[str]:
     exe = shutil.which("accelerate") or "accelerate"
-    cmd = [exe, "launch", "--num_processes", str(d.num_processes), "--mixed_precision", d.mixed_precision]
+    precision = "no" if d.mixed_precision == "fp32" else d.mixed_precision  # accelerate's name for fp32
+    cmd = [exe, "launch", "--num_processes", str(d.num_processes), "--mixed_precision", precision]
     if d.config_file:
         if not os.path.exists(d.config_file):
             raise StageError(f"{d.config_file}: accelerate config file not found (distributed.config_file)")

@@ -186,7 +186,8 @@ class MetricsParams(Section):
 class DistributedParams(Section):
     num_processes: int = PosInt
     config_file: Optional[str]  # an accelerate config (configs/ddp.yaml, fsdp.yaml, zero2.yaml, zero3.yaml)
-    mixed_precision: Literal["no", "bf16", "fp16"]
+    # fp32, not "no": DVC writes -S values back unquoted and YAML 1.1 reads `no` as false
+    mixed_precision: Literal["fp32", "bf16", "fp16"]
     keep_effective_batch: bool  # divide gradient accumulation by the process count
     main_process_port: Optional[int] = Field(ge=1024, le=65535)
 
