@@ -9,14 +9,13 @@ Writes data/samples/<model>.jsonl: model, prompt_set, prompt_id, prompt, respons
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from stages.core import distributed as dist
 from stages.core import params as P
 from stages.core.generation import generate
 from stages.core.io import fail_cleanly, iter_jsonl, write_jsonl
-from stages.core.modeling import load_causal_lm, load_tokenizer, set_threads
+from stages.core.modeling import load_causal_lm, load_tokenizer, per_model_stage
 
 PROMPTS = Path("data/eval/prompts.jsonl")
 OUT_DIR = Path("data/samples")
@@ -43,12 +42,7 @@ def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) 
 
 @fail_cleanly
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", choices=MODELS)
-    name = ap.parse_args(argv).model
-    params = P.load()
-    P.seed_everything(params.seed)
-    set_threads()
+    name, params = per_model_stage(argv, __doc__.splitlines()[0], MODELS)
     rows = sample_model(name, params)
     if not dist.is_main():
         return

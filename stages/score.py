@@ -8,14 +8,13 @@ source and revision).
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from stages.core import distributed as dist
 from stages.core import params as P
 from stages.core.io import fail_cleanly, iter_jsonl, write_json, write_jsonl
 from stages.core.judges import load_judge
-from stages.core.modeling import set_threads
+from stages.core.modeling import per_model_stage
 from stages.core.runinfo import run_info
 
 SAMPLES = Path("data/samples")
@@ -39,12 +38,7 @@ def score_rows(rows: list[dict], judges: list) -> tuple[list[dict], dict]:
 
 @fail_cleanly
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", choices=MODELS)
-    name = ap.parse_args(argv).model
-    params = P.load()
-    P.seed_everything(params.seed)
-    set_threads()
+    name, params = per_model_stage(argv, __doc__.splitlines()[0], MODELS)
     rows = [r for _, r in iter_jsonl(SAMPLES / f"{name}.jsonl")]
     scored, sources = score_rows(rows, params.score.judges)
     if not dist.is_main():

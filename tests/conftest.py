@@ -54,6 +54,23 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
+def build_tiny_base(folder: Path) -> Path:
+    """Run download, prompts, clean and base of the tiny configuration in `folder` (models/base and its data)."""
+    from stages import base, clean, download, prompts
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        write_params(folder / "params.yaml", tiny_params())
+        download.main()
+        prompts.main()
+        clean.main()
+        base.main()
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
 def run_env() -> dict:
     """Environment for subprocesses (dvc, python -m stages.*) that finds this interpreter and the project."""
     env = dict(os.environ)

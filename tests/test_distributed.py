@@ -1,7 +1,6 @@
 """Several processes through accelerate, checked on the CPU (gloo): training completes and loads, sampling and
 scoring with 2 processes give the same files as with 1, and only the main process writes."""
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -10,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from stages import base, clean, download, launch, prompts
+from stages import launch
 from stages.core import distributed as dist
 from stages.core import params as P
 from stages.core.io import StageError
 from stages.core.modeling import load_causal_lm
 
-from .conftest import run_env, tiny_params, write_params
+from .conftest import build_tiny_base, run_env, tiny_params, write_params
 
 
 def test_launch_command_from_params():
@@ -61,16 +60,7 @@ def run_stage(d, *args, procs=1):
 
 @pytest.mark.slow
 def test_two_cpu_processes(tmp_path):
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        write_params(tmp_path / "params.yaml", tiny_params())
-        download.main()
-        prompts.main()
-        clean.main()
-        base.main()
-    finally:
-        os.chdir(cwd)
+    build_tiny_base(tmp_path)
     times = {}
     for procs in (1, 2):
         times[("sft", procs)], log = run_stage(tmp_path, "sft", procs=procs)

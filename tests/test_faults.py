@@ -1,7 +1,6 @@
 """Interruption and faults: a killed training stage resumes from its checkpoint and never leaves a partial
 output; missing or corrupt models, pickle weights and unloadable judges give one clear line naming the path."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -9,29 +8,18 @@ import time
 
 import pytest
 
-from stages import base, clean, download, metrics, prompts
+from stages import metrics
 from stages.core import io as sio
 from stages.core.io import StageError
 from stages.core.modeling import check_model_dir, load_causal_lm
 
-from .conftest import run_env, tiny_params, write_params
+from .conftest import build_tiny_base, run_env, tiny_params, write_params
 
 
 @pytest.fixture(scope="module")
 def base_model(tmp_path_factory):
     """A tiny models/base (and the cleaned data) in a scratch folder."""
-    d = tmp_path_factory.mktemp("faults")
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        write_params(d / "params.yaml", tiny_params())
-        download.main()
-        prompts.main()
-        clean.main()
-        base.main()
-    finally:
-        os.chdir(cwd)
-    return d
+    return build_tiny_base(tmp_path_factory.mktemp("faults"))
 
 
 def test_killed_sft_resumes_from_checkpoint(base_model):

@@ -195,6 +195,21 @@ def tokens_in(dataset, column: str = "input_ids") -> int:
     return 0
 
 
+def per_model_stage(argv: list[str] | None, description: str, models: list[str]):
+    """The shared start of the per-model stages (sample, score): the model argument, validated params, seed, threads."""
+    import argparse
+
+    from . import params as P
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("model", choices=models)
+    name = ap.parse_args(argv).model
+    params = P.load()
+    P.seed_everything(params.seed)
+    set_threads()
+    return name, params
+
+
 def set_threads() -> None:
     """On a CPU, torch uses every core; honour OMP_NUM_THREADS when a caller set it (tests that overlap)."""
     import torch
