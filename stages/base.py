@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stages.core import params as P
 from stages.core.io import StageError, fail_cleanly, read_jsonl
-from stages.core.modeling import (TrainingRun, count_trainable, load_causal_lm, load_tokenizer, model_revision,
+from stages.core.modeling import (TrainingRun, count_trainable, load_pretrained, load_tokenizer, model_revision,
                                   set_threads, training_kwargs)
 
 TRAIN = Path("data/clean/train.jsonl")
@@ -57,16 +57,20 @@ def dialogue_texts(rows: list[dict]) -> list[str]:
 
 def _pretrained(params: P.Params) -> None:
     b = params.base
+    from transformers import AutoModelForCausalLM
+
     tok = load_tokenizer(b.pretrained, b.revision)
-    model = load_causal_lm(b.pretrained, b.revision)
+    # facebook/opt-350m is published only as pytorch_model.bin: read once here, with its digest checked against
+    # base.pickle_sha256, and saved as safetensors, which is all any later stage loads
+    model, weights = load_pretrained(AutoModelForCausalLM, b.pretrained, b.revision, b.pickle_sha256)
     run = TrainingRun("base", OUT, LIVE, (b.model_dump(),))
 
     def write(tmp: Path):
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp)  # safetensors (transformers 5 writes nothing else)
         tok.save_pretrained(tmp)
 
-    run.save(write, {"source": b.pretrained, "revision": model_revision(model) or b.revision,
-                     "parameters": count_trainable(model)})
+    origin = {"source": b.pretrained, "revision": model_revision(model) or b.revision, "weights": weights}
+    run.save(write, origin | {"parameters": count_trainable(model)}, record=origin)
 
 
 def _scratch(params: P.Params) -> None:

@@ -31,7 +31,8 @@ def score_rows(rows: list[dict], judges: list) -> tuple[list[dict], dict]:
         rewards[spec.name] = dist.map_in_order(rows, lambda share: judge([r["prompt"] for r in share],
                                                                           [r["response"] for r in share]))
         sources[spec.name] = {"kind": spec.kind, "path": spec.path,
-                              "revision": getattr(judge, "revision", None) or spec.revision}
+                              "revision": getattr(judge, "revision", None) or spec.revision,
+                              "weights": getattr(judge, "weights", {"format": "safetensors"})}
     out = [r | {"rewards": {name: rewards[name][i] for name in rewards}} for i, r in enumerate(rows)]
     return out, sources
 

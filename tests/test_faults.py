@@ -106,3 +106,118 @@ def test_disk_full_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys)
         stage()
     assert capsys.readouterr().err.strip() == f"error: disk full while writing {tmp_path / 'out.json'}: No space left on device"
     assert not list(tmp_path.iterdir())  # the temp file was removed too
+
+
+# --- safe loading: a pickle checkpoint is read only when its sha256 is the one params trust --------------------
+
+def pickle_only_copy(src, dst):
+    """`src` (a safetensors model folder) re-saved as pytorch_model.bin, as facebook/opt-350m is published."""
+    import shutil
+
+    import torch
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", "run.json"))
+    state = {k: v.clone() for k, v in load_causal_lm(str(src)).state_dict().items()}
+    torch.save(state, dst / "pytorch_model.bin")
+    return dst
+
+
+def test_trusted_pickle_is_read_weights_only_and_others_refused(tmp_path, base_model):
+    from transformers import AutoModelForCausalLM
+
+    import torch
+
+    from stages.core.modeling import load_pretrained
+
+    folder = pickle_only_copy(base_model / "models/base", tmp_path / "bin")
+    digest = sio.sha256_file(folder / "pytorch_model.bin")
+    model, weights = load_pretrained(AutoModelForCausalLM, str(folder), pickle_sha256=digest)
+    assert weights == {"format": "pickle", "file": "pytorch_model.bin", "sha256": digest}
+    original = load_causal_lm(str(base_model / "models/base")).state_dict()
+    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
+    with pytest.raises(StageError) as exc:  # another file than the one trusted
+        load_pretrained(AutoModelForCausalLM, str(folder), pickle_sha256="0" * 64)
+    assert f"{folder / 'pytorch_model.bin'}: sha256 {digest} is not the trusted {'0' * 64}" in str(exc.value)
+    assert "\n" not in str(exc.value)
+    with pytest.raises(StageError, match="only pickle weights.*refusing"):  # no digest: refused as before
+        load_pretrained(AutoModelForCausalLM, str(folder))
+
+
+class _Payload:
+    """Unpickling this would create a file: the weights-only unpickler must refuse it even with a trusted digest."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_trusted_digest_never_runs_code_from_the_pickle(tmp_path, base_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from stages.core.modeling import load_pretrained
+
+    folder = pickle_only_copy(base_model / "models/base", tmp_path / "evil")
+    marker = tmp_path / "code-ran"
+    torch.save({"model.decoder.embed_tokens.weight": _Payload(str(marker))}, folder / "pytorch_model.bin")
+    digest = sio.sha256_file(folder / "pytorch_model.bin")
+    with pytest.raises(StageError, match=f"{folder}: cannot load the model"):
+        load_pretrained(AutoModelForCausalLM, str(folder), pickle_sha256=digest)
+    assert not marker.exists()
+
+
+def test_base_stage_converts_a_trusted_pickle_to_safetensors(tmp_path, base_model, monkeypatch):
+    import torch
+
+    from stages import base
+
+    folder = pickle_only_copy(base_model / "models/base", tmp_path / "opt")
+    digest = sio.sha256_file(folder / "pytorch_model.bin")
+    work = tmp_path / "work"
+    work.mkdir()
+    p = tiny_params()
+    p["base"].update(source="pretrained", pretrained=str(folder), revision=None, pickle_sha256=digest)
+    write_params(work / "params.yaml", p)
+    monkeypatch.chdir(work)
+    base.main.__wrapped__()
+    out = work / "models/base"
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
+    for record in (out / "run.json", work / "metrics/base/train.json"):
+        got = json.loads(record.read_text())
+        assert got["weights"] == {"format": "pickle", "file": "pytorch_model.bin", "sha256": digest}
+        assert got["source"] == str(folder)
+    converted = load_causal_lm(str(out)).state_dict()  # safetensors only from here on
+    original = load_causal_lm(str(base_model / "models/base")).state_dict()
+    assert converted.keys() == original.keys() and all(torch.equal(converted[k], original[k]) for k in original)
+
+
+def test_reward_model_from_a_trusted_pickle(tmp_path):
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from stages import score
+    from stages.core import params as P
+
+    from .test_score import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2,
+                                                     num_labels=1, eos_token_id=tok.eos_token_id))
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    digest = sio.sha256_file(tmp_path / "pytorch_model.bin")
+    spec = {"name": "rm", "kind": "sequence_classifier", "path": str(tmp_path), "revision": None,
+            "input_format": "pair", "batch_size": 2, "max_length": 32}
+    rows = [{"prompt": "\n\nHuman: hello?\n\nAssistant:", "response": "sure"}]
+    with pytest.raises(StageError, match="cannot load the reward model|only pickle weights"):
+        score.score_rows(rows, [P.JudgeSpec.model_validate(spec)])
+    scored, sources = score.score_rows(rows, [P.JudgeSpec.model_validate(spec | {"pickle_sha256": digest})])
+    assert isinstance(scored[0]["rewards"]["rm"], float)
+    assert sources["rm"]["weights"] == {"format": "pickle", "file": "pytorch_model.bin", "sha256": digest}

@@ -11,17 +11,24 @@ from stages.core.io import StageError
 from .conftest import tiny_params
 
 
-@pytest.fixture(scope="module")
-def local_reward_model(tmp_path_factory):
-    """A small GPT-2 reward model (one logit, no pad token: like Ray2333's) saved as safetensors in a folder."""
+def tiny_tokenizer():
+    """A byte-level BPE with GPT-2's one special token and no pad token."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
-    d = tmp_path_factory.mktemp("rm")
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(["Human: hello Assistant: sure, here is an answer"] * 20, vocab_size=300,
                             special_tokens=["<|endoftext|>"], show_progress=False)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="module")
+def local_reward_model(tmp_path_factory):
+    """A small GPT-2 reward model (one logit, no pad token: like Ray2333's) saved as safetensors in a folder."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    d = tmp_path_factory.mktemp("rm")
+    tok = tiny_tokenizer()
     torch.manual_seed(0)
     model = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2,
                                                      num_labels=1, eos_token_id=tok.eos_token_id))

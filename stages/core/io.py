@@ -122,3 +122,8 @@ def fresh_tmp_dir(final_dir: str | Path) -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     return tmp
+
+
+def is_local(path: str) -> bool:
+    """True for a folder on disk; a string like `facebook/opt-350m` that is not a folder is a hub id."""
+    return Path(path).exists() or path.startswith((".", "/"))

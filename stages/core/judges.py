@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .hh import last_human_turn
 from .io import StageError
+from .modeling import load_pretrained
 
 JUDGE_CONFIG = "judge.json"
 JUDGE_WEIGHTS = "head.safetensors"
@@ -67,15 +68,18 @@ class PipelineJudge:
 
 
 class SequenceClassifierJudge:
-    def __init__(self, path: str, revision: str | None, input_format: str, batch_size: int, max_length: int):
+    def __init__(self, path: str, revision: str | None, input_format: str, batch_size: int, max_length: int,
+                 pickle_sha256: str | None = None):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         try:
             self.tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, revision=revision, use_safetensors=True, trust_remote_code=False)
-        except Exception as exc:  # missing, offline hub, corrupt weights, pickle-only
+            self.model, self.weights = load_pretrained(AutoModelForSequenceClassification, path, revision,
+                                                       pickle_sha256)
+        except StageError as exc:  # missing, offline hub, corrupt weights, untrusted pickle
+            raise StageError(str(exc).replace("cannot load the model", "cannot load the reward model")) from None
+        except Exception as exc:  # the tokenizer
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise StageError(f"{path}: cannot load the reward model ({first})") from None
         if self.tok.pad_token is None:  # GPT-2 reward models have none
@@ -111,4 +115,5 @@ class SequenceClassifierJudge:
 def load_judge(spec):
     if spec.kind == "pipeline":
         return PipelineJudge(spec.path, spec.batch_size)
-    return SequenceClassifierJudge(spec.path, spec.revision, spec.input_format, spec.batch_size, spec.max_length)
+    return SequenceClassifierJudge(spec.path, spec.revision, spec.input_format, spec.batch_size, spec.max_length,
+                                   spec.pickle_sha256)

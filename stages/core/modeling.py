@@ -1,7 +1,10 @@
 """Loading models and tokenizers safely, building TRL configs from params, and the training-stage plumbing
 (resume from checkpoints, DVCLive curves, atomic saving) that `base`, `sft` and `dpo` share.
 
-Safety: `trust_remote_code` is never set; weights load only from safetensors (a pickle checkpoint is refused).
+Safety: `trust_remote_code` is never set; weights load from safetensors. A pickle checkpoint is refused, with one
+exception the user states in params: a `pytorch_model.bin` whose sha256 equals a digest given there (`base.pickle_sha256`,
+`score.judges[].pickle_sha256`), for hub models that were never published as safetensors (facebook/opt-350m). Even
+then it is read with torch's weights-only unpickler, which builds tensors and never runs code from the file.
 """
 from __future__ import annotations
 
@@ -14,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed as dist
-from .io import StageError, fresh_tmp_dir, replace_dir, write_json
+from .io import StageError, fresh_tmp_dir, is_local, replace_dir, sha256_file, write_json
 from .runinfo import run_info
 
 CHECKPOINTS = Path("checkpoints")  # outside every DVC out, so an interrupted stage can resume (gitignored)
 
 
-def check_model_dir(path: str | Path) -> None:
+PICKLE_WEIGHTS = "pytorch_model.bin"
+
+
+def check_model_dir(path: str | Path, pickle_sha256: str | None = None) -> None:
     """A clear one-line error for a missing, incomplete or pickle-only model folder."""
     path = Path(path)
     if not path.is_dir():
@@ -29,27 +35,77 @@ def check_model_dir(path: str | Path) -> None:
         raise StageError(f"{path}: not a model folder (no config.json)")
     weights = list(path.glob("*.safetensors"))
     if not weights:
+        if pickle_sha256 and (path / PICKLE_WEIGHTS).is_file():
+            return  # load_pretrained checks the digest before anything is unpickled
         pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
         if pickles:
-            raise StageError(f"{path}: only pickle weights ({', '.join(pickles)}); refusing to load them, "
-                             "convert to safetensors")
+            raise StageError(f"{path}: only pickle weights ({', '.join(sorted(pickles))}); refusing to load them, "
+                             "convert to safetensors (or give the file's sha256 as pickle_sha256 in params)")
         raise StageError(f"{path}: no model weights (*.safetensors)")
 
 
-def _local_or_hub(path: str) -> bool:
-    """True for a folder on disk; a string like `facebook/opt-350m` that is not a folder is a hub id."""
-    return Path(path).exists() or path.startswith((".", "/"))
+def _no_safetensors(exc: Exception) -> bool:
+    return "model.safetensors" in str(exc) and "does not appear to have" in str(exc)
+
+
+def _trusted_pickle(path: str, revision: str | None, pickle_sha256: str) -> dict:
+    """Fetch `pytorch_model.bin` (hub) or find it (folder) and check its sha256 against the digest in params."""
+    if is_local(path):
+        file = Path(path) / PICKLE_WEIGHTS
+    else:
+        from huggingface_hub import hf_hub_download
+
+        try:
+            file = Path(hf_hub_download(path, PICKLE_WEIGHTS, revision=revision))
+        except Exception as exc:  # offline, no such file, no such revision
+            raise StageError(f"{path}: no safetensors weights, and cannot fetch {PICKLE_WEIGHTS} "
+                             f"({_first_line(exc)})") from None
+    if not file.is_file():
+        raise StageError(f"{file}: not found (a sharded pickle checkpoint is not supported; convert to safetensors)")
+    digest = sha256_file(file)
+    if digest != pickle_sha256:
+        raise StageError(f"{file}: sha256 {digest} is not the trusted {pickle_sha256} given in params; "
+                         "refusing to unpickle it")
+    return {"file": PICKLE_WEIGHTS, "sha256": digest}
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def load_pretrained(cls, path: str, revision: str | None = None, pickle_sha256: str | None = None, **kwargs):
+    """`cls.from_pretrained` the safe way: safetensors, or a pickle checkpoint only when its digest is the trusted one.
+
+    Returns (model, weights): `weights` says what was read (safetensors, or the pickle file and its sha256)."""
+    # transformers would otherwise, for a hub model without safetensors, load weights from a conversion bot's
+    # unreviewed pull request (refs/pr/N) or ask the bot to open one: neither belongs in a pinned, reproducible run
+    os.environ["DISABLE_SAFETENSORS_CONVERSION"] = "1"
+    common = dict(revision=revision, trust_remote_code=False, **kwargs)
+    local = is_local(path)
+    if local:
+        check_model_dir(path, pickle_sha256)
+    if not (local and not any(Path(path).glob("*.safetensors"))):
+        try:
+            return cls.from_pretrained(path, use_safetensors=True, **common), {"format": "safetensors"}
+        except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt file), offline hub, ...
+            if not (pickle_sha256 and _no_safetensors(exc)):
+                raise StageError(f"{path}: cannot load the model ({_first_line(exc)})") from None
+    weights = {"format": "pickle", **_trusted_pickle(path, revision, pickle_sha256)}
+    try:  # transformers reads .bin files with torch.load(weights_only=True): tensors only, no code
+        return cls.from_pretrained(path, use_safetensors=False, weights_only=True, **common), weights
+    except Exception as exc:
+        raise StageError(f"{path}: cannot load the model ({_first_line(exc)})") from None
 
 
 def load_tokenizer(path: str, revision: str | None = None, padding_side: str = "right"):
     from transformers import AutoTokenizer
 
-    if _local_or_hub(path) and not Path(path).is_dir():
+    if is_local(path) and not Path(path).is_dir():
         raise StageError(f"{path}: tokenizer folder not found")
     try:
         tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
     except OSError as exc:
-        raise StageError(f"{path}: cannot load the tokenizer ({str(exc).splitlines()[0]})") from None
+        raise StageError(f"{path}: cannot load the tokenizer ({_first_line(exc)})") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side
@@ -57,17 +113,10 @@ def load_tokenizer(path: str, revision: str | None = None, padding_side: str = "
 
 
 def load_causal_lm(path: str, revision: str | None = None, dtype=None):
+    """A causal LM from safetensors only (every model the pipeline writes is saved so)."""
     from transformers import AutoModelForCausalLM
 
-    if _local_or_hub(path):
-        check_model_dir(path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(path, revision=revision, use_safetensors=True,
-                                                     trust_remote_code=False, dtype=dtype)
-    except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt file), ...
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StageError(f"{path}: cannot load the model ({first})") from None
-    return model
+    return load_pretrained(AutoModelForCausalLM, path, revision, dtype=dtype)[0]
 
 
 def model_revision(model) -> str | None:
@@ -167,7 +216,7 @@ class TrainingRun:
         live = Live(str(self.live_dir), resume=resume, dvcyaml=False, save_dvc_exp=False, report=None)
         return DVCLiveCallback(live=live)
 
-    def save(self, write_fn, metrics: dict) -> None:
+    def save(self, write_fn, metrics: dict, record: dict | None = None) -> None:
         """write_fn(tmp_dir) writes the model; it is moved into place only when complete. Then the
         stage metrics are written and the checkpoints removed (no optimizer state is left behind).
         Only the main process writes; the others wait for it."""
@@ -181,7 +230,7 @@ class TrainingRun:
         replace_dir(tmp, self.out_dir)
         metrics = {**metrics, "processes": dist.world_size(), "wall_time_s": round(time.perf_counter() - self.started, 1)}
         write_json(self.live_dir.parent / "train.json", metrics)
-        write_json(self.out_dir / "run.json", run_info(stage=self.stage))
+        write_json(self.out_dir / "run.json", run_info(stage=self.stage, **(record or {})))
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
 
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
 from typing import Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .io import StageError
+from .io import StageError, is_local
 
 PARAMS_FILE = Path(os.environ.get("ALIGN_PARAMS", "params.yaml"))
 
@@ -105,10 +106,15 @@ class TrainCommon(Section):
     max_train_pairs: Optional[int] = Field(ge=1)
 
 
+Sha256 = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+COMMIT = r"^[0-9a-f]{40}$"
+
+
 class BaseParams(Section):
     source: Literal["scratch", "pretrained"]
     pretrained: str  # hub id or local folder, used when source = pretrained
     revision: Optional[str]
+    pickle_sha256: Optional[str] = Sha256  # the one pickle checkpoint trusted (read weights-only, then safetensors)
     scratch: ScratchModel
     pretrain: TrainCommon
 
@@ -159,6 +165,7 @@ class JudgeSpec(Section):
     input_format: Literal["pair", "hh"]  # (prompt, response) text pair, or one "\n\nHuman: ...\n\nAssistant: ..." text
     batch_size: int = PosInt
     max_length: int = PosInt
+    pickle_sha256: Optional[str] = Sha256
 
 
 class ScoreParams(Section):
@@ -213,6 +220,28 @@ class Params(Section):
         missing = [j.name for j in self.score.judges if j.name not in self.metrics.thresholds]
         if missing:
             raise ValueError(f"metrics.thresholds: no thresholds for judge(s) {missing}")
+        return self
+
+    def hub_references(self) -> list[tuple[str, str, Optional[str]]]:
+        """(params key, hub id, revision) of every hub download this configuration makes."""
+        refs = []
+        if self.download.source == "hub":
+            refs.append(("download.revision", self.download.dataset, self.download.revision))
+        if self.base.source == "pretrained" and not is_local(self.base.pretrained):
+            refs.append(("base.revision", self.base.pretrained, self.base.revision))
+        for i, j in enumerate(self.score.judges):
+            if j.kind == "sequence_classifier" and not is_local(j.path):
+                refs.append((f"score.judges.{i}.revision", j.path, j.revision))
+        return refs
+
+    @model_validator(mode="after")
+    def _paper_profile_pins_the_hub(self):
+        # The study's configuration must name exact commits: `main` moves, a commit does not.
+        if self.profile == "paper":
+            for key, repo, rev in self.hub_references():
+                if not (rev and re.fullmatch(COMMIT, rev)):
+                    raise ValueError(f"{key}: the paper profile pins every hub download to a 40-hex commit; "
+                                     f"{repo} has {rev!r} (find it with: python -m stages.pin {repo})")
         return self
 
 
