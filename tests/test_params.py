@@ -1,4 +1,6 @@
 """params.yaml: the committed default equals conf/ composed with the cpu profile; bad params stop with one line."""
+import re
+
 import pytest
 
 from stages import compose
@@ -20,8 +22,47 @@ def test_both_profiles_validate(monkeypatch):
     paper = P.validate(compose.compose("paper"))
     assert cpu.profile == "cpu" and paper.profile == "paper"
     assert paper.base.pretrained == "facebook/opt-350m" and paper.base.source == "pretrained"
-    assert {j.name for j in paper.score.judges} >= {"oasst", "ray_harmless", "ray_helpful"}
+    assert {j.name for j in paper.score.judges} == {"oasst", "judge"}
     assert paper.metrics.thresholds["oasst"].harmful == -3.0 and paper.metrics.thresholds["oasst"].helpful == -2.0
+
+
+def test_paper_profile_pins_every_hub_download(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    paper = P.validate(compose.compose("paper"))
+    refs = {repo: rev for _, repo, rev in paper.hub_references()}
+    assert set(refs) == {"Anthropic/hh-rlhf", "facebook/opt-350m", "OpenAssistant/reward-model-deberta-v3-large-v2"}
+    assert all(re.fullmatch(r"[0-9a-f]{40}", rev) for rev in refs.values())
+    # opt-350m exists only as pytorch_model.bin: its digest is the one pickle the paper profile trusts
+    assert re.fullmatch(r"[0-9a-f]{64}", paper.base.pickle_sha256)
+    assert all(j.pickle_sha256 is None for j in paper.score.judges)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda p: p["score"]["judges"][0].update(revision=None),
+     "score.judges.0.revision: the paper profile pins every hub download to a 40-hex commit; "
+     "OpenAssistant/reward-model-deberta-v3-large-v2 has None"),
+    (lambda p: p["base"].update(revision="main"), "base.revision: the paper profile pins"),
+    (lambda p: p["download"].update(revision="09be8c5"), "download.revision: the paper profile pins"),
+    (lambda p: p["base"].update(pickle_sha256="A5223AE6"), "base.pickle_sha256: String should match pattern"),
+])
+def test_paper_profile_refuses_unpinned_hub_downloads(monkeypatch, edit, message):
+    monkeypatch.chdir(ROOT)
+    p = compose.compose("paper")
+    edit(p)
+    with pytest.raises(StageError) as exc:
+        P.validate(p)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_local_folders_need_no_pin(monkeypatch, tmp_path):
+    monkeypatch.chdir(ROOT)
+    p = compose.compose("paper")
+    p["download"].update(source="local", dataset=str(tmp_path), revision=None)
+    p["base"].update(pretrained=str(tmp_path), revision=None)
+    p["score"]["judges"][0].update(path=str(tmp_path), revision=None)
+    assert P.validate(p).hub_references() == []
+    cpu = P.validate(compose.compose("cpu"))  # synthetic data, scratch model, local judge: nothing to fetch
+    assert cpu.hub_references() == []
 
 
 @pytest.mark.parametrize("edit, message", [

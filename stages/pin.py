@@ -1,0 +1,74 @@
+"""Look up what to pin for hub ids: the commit a revision resolves to, and, for a model published only as
+`pytorch_model.bin`, that file's sha256 (for `pickle_sha256`). Needs the hub; not a DVC stage.
+
+    python -m stages.pin facebook/opt-350m OpenAssistant/reward-model-deberta-v3-large-v2
+    python -m stages.pin --dataset Anthropic/hh-rlhf
+    python -m stages.pin --params          # every hub download the current params.yaml makes, pinned or not
+
+Prints one YAML-style line per value, e.g. `facebook/opt-350m: {revision: 08ab08cc..., pickle_sha256: a5223ae6...}`.
+"""
+from __future__ import annotations
+
+import argparse
+
+from stages.core import params as P
+from stages.core.io import StageError, fail_cleanly
+from stages.core.modeling import PICKLE_WEIGHTS
+
+
+def lookup(repo: str, revision: str | None = None, dataset: bool = False, api=None) -> dict:
+    """{revision, and for a model without safetensors, pickle_sha256} for `repo` at `revision` (None = main)."""
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    try:
+        if dataset:
+            return {"revision": api.dataset_info(repo, revision=revision).sha}
+        info = api.model_info(repo, revision=revision, files_metadata=True)
+    except Exception as exc:  # offline, unknown repo, unknown revision
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StageError(f"{repo}: cannot look it up on the hub ({type(exc).__name__}: {first})") from None
+    out = {"revision": info.sha}
+    files = {s.rfilename: s for s in info.siblings or []}
+    if not any(name.endswith(".safetensors") for name in files):
+        lfs = getattr(files.get(PICKLE_WEIGHTS), "lfs", None)
+        digest = lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
+        out["pickle_sha256"] = digest  # None: no single pytorch_model.bin, the loader will refuse it
+    return out
+
+
+def flow(values: dict) -> str:
+    return "{" + ", ".join(f"{k}: {'null' if v is None else v}" for k, v in values.items()) + "}"
+
+
+def params_references() -> list[tuple[str, str, str | None, bool]]:
+    params = P.load()
+    return [(key, repo, rev, key.startswith("download.")) for key, repo, rev in params.hub_references()]
+
+
+@fail_cleanly
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("repos", nargs="*", help="hub ids (models, or data sets with --dataset)")
+    ap.add_argument("--dataset", action="store_true", help="the ids are data sets")
+    ap.add_argument("--revision", default=None, help="branch, tag or commit to resolve (default: main)")
+    ap.add_argument("--params", action="store_true", help="every hub download in params.yaml, at its revision")
+    args = ap.parse_args(argv)
+    if args.params:
+        refs = params_references()
+        if not refs:
+            print("params.yaml: no hub downloads (local or synthetic data, scratch model, local judges)")
+        for key, repo, rev, dataset in refs:
+            found = lookup(repo, rev, dataset)
+            note = "" if rev == found["revision"] else f"  # params.yaml has {rev}"
+            print(f"{key}: {repo}: {flow(found)}{note}")
+        return
+    if not args.repos:
+        ap.error("give hub ids, or --params")
+    for repo in args.repos:
+        print(f"{repo}: {flow(lookup(repo, args.revision, args.dataset))}")
+
+
+if __name__ == "__main__":
+    main()
