@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from stages.core import params as P
-from stages.core.io import StageError, fail_cleanly
+from stages.core.io import StageError, fail_cleanly, first_line
 from stages.core.modeling import PICKLE_WEIGHTS
 
 
@@ -27,8 +27,7 @@ def lookup(repo: str, revision: str | None = None, dataset: bool = False, api=No
             return {"revision": api.dataset_info(repo, revision=revision).sha}
         info = api.model_info(repo, revision=revision, files_metadata=True)
     except Exception as exc:  # offline, unknown repo, unknown revision
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StageError(f"{repo}: cannot look it up on the hub ({type(exc).__name__}: {first})") from None
+        raise StageError(f"{repo}: cannot look it up on the hub ({type(exc).__name__}: {first_line(exc)})") from None
     out = {"revision": info.sha}
     files = {s.rfilename: s for s in info.siblings or []}
     if not any(name.endswith(".safetensors") for name in files):

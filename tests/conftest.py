@@ -77,3 +77,39 @@ def run_env() -> dict:
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = str(ROOT)
     return env
+
+
+def tiny_tokenizer():
+    """A byte-level BPE with GPT-2's one special token and no pad token."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["Human: hello Assistant: sure, here is an answer"] * 20, vocab_size=300,
+                            special_tokens=["<|endoftext|>"], show_progress=False)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
+
+
+@pytest.fixture(scope="module")
+def local_reward_model(tmp_path_factory):
+    """A small GPT-2 reward model (one logit, no pad token: like Ray2333's) saved as safetensors in a folder."""
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    d = tmp_path_factory.mktemp("rm")
+    tok = tiny_tokenizer()
+    torch.manual_seed(0)
+    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2,
+                                                     num_labels=1, eos_token_id=tok.eos_token_id))
+    model.save_pretrained(d, safe_serialization=True)
+    tok.save_pretrained(d)
+    return d
+
+
+def reward_model_spec(path, **kw):
+    """A `score.judges` entry for a sequence-classifier reward model in a local folder."""
+    from stages.core import params as P
+
+    base = {"name": "rm", "kind": "sequence_classifier", "path": str(path), "revision": None, "input_format": "pair",
+            "batch_size": 3, "max_length": 64}
+    return P.JudgeSpec.model_validate(base | kw)

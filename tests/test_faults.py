@@ -13,7 +13,7 @@ from stages.core import io as sio
 from stages.core.io import StageError
 from stages.core.modeling import check_model_dir, load_causal_lm
 
-from .conftest import build_tiny_base, run_env, tiny_params, write_params
+from .conftest import build_tiny_base, reward_model_spec, run_env, tiny_params, write_params
 
 
 @pytest.fixture(scope="module")
@@ -110,15 +110,18 @@ def test_disk_full_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys)
 
 # --- safe loading: a pickle checkpoint is read only when its sha256 is the one params trust --------------------
 
-def pickle_only_copy(src, dst):
+def pickle_only_copy(src, dst, cls=None):
     """`src` (a safetensors model folder) re-saved as pytorch_model.bin, as facebook/opt-350m is published."""
     import shutil
 
     import torch
+    from transformers import AutoModelForCausalLM
+
+    from stages.core.modeling import load_pretrained
 
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors", "run.json"))
-    state = {k: v.clone() for k, v in load_causal_lm(str(src)).state_dict().items()}
-    torch.save(state, dst / "pytorch_model.bin")
+    model, _ = load_pretrained(cls or AutoModelForCausalLM, str(src))
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, dst / "pytorch_model.bin")
     return dst
 
 
@@ -195,29 +198,17 @@ def test_base_stage_converts_a_trusted_pickle_to_safetensors(tmp_path, base_mode
     assert converted.keys() == original.keys() and all(torch.equal(converted[k], original[k]) for k in original)
 
 
-def test_reward_model_from_a_trusted_pickle(tmp_path):
-    import torch
-    from transformers import GPT2Config, GPT2ForSequenceClassification
+def test_reward_model_from_a_trusted_pickle(tmp_path, local_reward_model):
+    from transformers import AutoModelForSequenceClassification
 
     from stages import score
-    from stages.core import params as P
 
-    from .test_score import tiny_tokenizer
-
-    tok = tiny_tokenizer()
-    torch.manual_seed(0)
-    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=1, n_head=2,
-                                                     num_labels=1, eos_token_id=tok.eos_token_id))
-    model.save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    (tmp_path / "model.safetensors").unlink()
-    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
-    digest = sio.sha256_file(tmp_path / "pytorch_model.bin")
-    spec = {"name": "rm", "kind": "sequence_classifier", "path": str(tmp_path), "revision": None,
-            "input_format": "pair", "batch_size": 2, "max_length": 32}
+    folder = pickle_only_copy(local_reward_model, tmp_path / "rm", AutoModelForSequenceClassification)
+    digest = sio.sha256_file(folder / "pytorch_model.bin")
     rows = [{"prompt": "\n\nHuman: hello?\n\nAssistant:", "response": "sure"}]
     with pytest.raises(StageError, match="cannot load the reward model|only pickle weights"):
-        score.score_rows(rows, [P.JudgeSpec.model_validate(spec)])
-    scored, sources = score.score_rows(rows, [P.JudgeSpec.model_validate(spec | {"pickle_sha256": digest})])
-    assert isinstance(scored[0]["rewards"]["rm"], float)
+        score.score_rows(rows, [reward_model_spec(folder)])
+    scored, sources = score.score_rows(rows, [reward_model_spec(folder, pickle_sha256=digest)])
+    trusted, _ = score.score_rows(rows, [reward_model_spec(local_reward_model)])
+    assert scored[0]["rewards"]["rm"] == trusted[0]["rewards"]["rm"]  # the same weights, read from the pickle
     assert sources["rm"]["weights"] == {"format": "pickle", "file": "pytorch_model.bin", "sha256": digest}

@@ -124,6 +124,11 @@ def fresh_tmp_dir(final_dir: str | Path) -> Path:
     return tmp
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (library errors run on for pages), or its type."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def is_local(path: str) -> bool:
     """True for a folder on disk; a string like `facebook/opt-350m` that is not a folder is a hub id."""
     return Path(path).exists() or path.startswith((".", "/"))

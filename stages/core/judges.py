@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from .hh import last_human_turn
-from .io import StageError
+from .io import StageError, first_line
 from .modeling import load_pretrained
 
 JUDGE_CONFIG = "judge.json"
@@ -75,13 +75,10 @@ class SequenceClassifierJudge:
 
         try:
             self.tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
-            self.model, self.weights = load_pretrained(AutoModelForSequenceClassification, path, revision,
-                                                       pickle_sha256)
-        except StageError as exc:  # missing, offline hub, corrupt weights, untrusted pickle
-            raise StageError(str(exc).replace("cannot load the model", "cannot load the reward model")) from None
-        except Exception as exc:  # the tokenizer
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise StageError(f"{path}: cannot load the reward model ({first})") from None
+        except Exception as exc:  # missing folder, offline hub, ...
+            raise StageError(f"{path}: cannot load the reward model ({first_line(exc)})") from None
+        self.model, self.weights = load_pretrained(AutoModelForSequenceClassification, path, revision, pickle_sha256,
+                                                   what="reward model")
         if self.tok.pad_token is None:  # GPT-2 reward models have none
             self.tok.pad_token = self.tok.eos_token
             self.model.config.pad_token_id = self.tok.pad_token_id

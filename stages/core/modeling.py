@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from . import distributed as dist
-from .io import StageError, fresh_tmp_dir, is_local, replace_dir, sha256_file, write_json
+from .io import StageError, first_line, fresh_tmp_dir, is_local, replace_dir, sha256_file, write_json
 from .runinfo import run_info
 
 CHECKPOINTS = Path("checkpoints")  # outside every DVC out, so an interrupted stage can resume (gitignored)
@@ -26,22 +26,23 @@ CHECKPOINTS = Path("checkpoints")  # outside every DVC out, so an interrupted st
 PICKLE_WEIGHTS = "pytorch_model.bin"
 
 
-def check_model_dir(path: str | Path, pickle_sha256: str | None = None) -> None:
-    """A clear one-line error for a missing, incomplete or pickle-only model folder."""
+def check_model_dir(path: str | Path, pickle_sha256: str | None = None) -> bool:
+    """A clear one-line error for a missing, incomplete or pickle-only model folder. True if it holds safetensors,
+    False if only the pickle that `pickle_sha256` may vouch for (load_pretrained checks the digest)."""
     path = Path(path)
     if not path.is_dir():
         raise StageError(f"{path}: model folder not found (run the stage that makes it: dvc repro)")
     if not (path / "config.json").exists():
         raise StageError(f"{path}: not a model folder (no config.json)")
-    weights = list(path.glob("*.safetensors"))
-    if not weights:
-        if pickle_sha256 and (path / PICKLE_WEIGHTS).is_file():
-            return  # load_pretrained checks the digest before anything is unpickled
-        pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
-        if pickles:
-            raise StageError(f"{path}: only pickle weights ({', '.join(sorted(pickles))}); refusing to load them, "
-                             "convert to safetensors (or give the file's sha256 as pickle_sha256 in params)")
-        raise StageError(f"{path}: no model weights (*.safetensors)")
+    if any(path.glob("*.safetensors")):
+        return True
+    if pickle_sha256 and (path / PICKLE_WEIGHTS).is_file():
+        return False
+    pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
+    if pickles:
+        raise StageError(f"{path}: only pickle weights ({', '.join(sorted(pickles))}); refusing to load them, "
+                         "convert to safetensors (or give the file's sha256 as pickle_sha256 in params)")
+    raise StageError(f"{path}: no model weights (*.safetensors)")
 
 
 def _no_safetensors(exc: Exception) -> bool:
@@ -59,7 +60,7 @@ def _trusted_pickle(path: str, revision: str | None, pickle_sha256: str) -> dict
             file = Path(hf_hub_download(path, PICKLE_WEIGHTS, revision=revision))
         except Exception as exc:  # offline, no such file, no such revision
             raise StageError(f"{path}: no safetensors weights, and cannot fetch {PICKLE_WEIGHTS} "
-                             f"({_first_line(exc)})") from None
+                             f"({first_line(exc)})") from None
     if not file.is_file():
         raise StageError(f"{file}: not found (a sharded pickle checkpoint is not supported; convert to safetensors)")
     digest = sha256_file(file)
@@ -69,32 +70,29 @@ def _trusted_pickle(path: str, revision: str | None, pickle_sha256: str) -> dict
     return {"file": PICKLE_WEIGHTS, "sha256": digest}
 
 
-def _first_line(exc: Exception) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def load_pretrained(cls, path: str, revision: str | None = None, pickle_sha256: str | None = None, **kwargs):
+def load_pretrained(cls, path: str, revision: str | None = None, pickle_sha256: str | None = None,
+                    what: str = "model", **kwargs):
     """`cls.from_pretrained` the safe way: safetensors, or a pickle checkpoint only when its digest is the trusted one.
 
-    Returns (model, weights): `weights` says what was read (safetensors, or the pickle file and its sha256)."""
+    Returns (model, weights): `weights` says what was read (safetensors, or the pickle file and its sha256).
+    `what` names the model in errors ("<path>: cannot load the <what> (...)")."""
     # transformers would otherwise, for a hub model without safetensors, load weights from a conversion bot's
     # unreviewed pull request (refs/pr/N) or ask the bot to open one: neither belongs in a pinned, reproducible run
     os.environ["DISABLE_SAFETENSORS_CONVERSION"] = "1"
     common = dict(revision=revision, trust_remote_code=False, **kwargs)
-    local = is_local(path)
-    if local:
-        check_model_dir(path, pickle_sha256)
-    if not (local and not any(Path(path).glob("*.safetensors"))):
+    # a hub id may lack safetensors too: then from_pretrained says so and the trusted pickle is tried
+    has_safetensors = check_model_dir(path, pickle_sha256) if is_local(path) else True
+    if has_safetensors:
         try:
             return cls.from_pretrained(path, use_safetensors=True, **common), {"format": "safetensors"}
         except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt file), offline hub, ...
             if not (pickle_sha256 and _no_safetensors(exc)):
-                raise StageError(f"{path}: cannot load the model ({_first_line(exc)})") from None
+                raise StageError(f"{path}: cannot load the {what} ({first_line(exc)})") from None
     weights = {"format": "pickle", **_trusted_pickle(path, revision, pickle_sha256)}
     try:  # transformers reads .bin files with torch.load(weights_only=True): tensors only, no code
         return cls.from_pretrained(path, use_safetensors=False, weights_only=True, **common), weights
     except Exception as exc:
-        raise StageError(f"{path}: cannot load the model ({_first_line(exc)})") from None
+        raise StageError(f"{path}: cannot load the {what} ({first_line(exc)})") from None
 
 
 def load_tokenizer(path: str, revision: str | None = None, padding_side: str = "right"):
@@ -105,7 +103,7 @@ def load_tokenizer(path: str, revision: str | None = None, padding_side: str = "
     try:
         tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
     except OSError as exc:
-        raise StageError(f"{path}: cannot load the tokenizer ({_first_line(exc)})") from None
+        raise StageError(f"{path}: cannot load the tokenizer ({first_line(exc)})") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = padding_side
