@@ -14,7 +14,7 @@ from pathlib import Path
 from stages.core import params as P
 from stages.core.io import StageError, fail_cleanly, read_jsonl
 from stages.core.modeling import (TrainingRun, count_trainable, load_pretrained, load_tokenizer, model_revision,
-                                  set_threads, training_kwargs)
+                                  set_threads, tokens_per_s, training_kwargs)
 
 TRAIN = Path("data/clean/train.jsonl")
 OUT = Path("models/base")
@@ -93,7 +93,6 @@ def _scratch(params: P.Params) -> None:
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_dict({"text": texts}),
                          processing_class=tok, callbacks=run.callbacks(resume=bool(resume)))
     out = trainer.train(resume_from_checkpoint=resume)
-    n_tokens = sum(len(x) for x in trainer.train_dataset["input_ids"]) * b.pretrain.num_train_epochs
 
     def write(tmp: Path):
         trainer.save_model(str(tmp))
@@ -101,7 +100,7 @@ def _scratch(params: P.Params) -> None:
 
     run.save(write, {"source": "scratch", "final_loss": round(out.training_loss, 4), "steps": out.global_step,
                      "parameters": count_trainable(model), "vocab_size": len(tok),
-                     "tokens_per_s": round(n_tokens / max(out.metrics["train_runtime"], 1e-9), 1)})
+                     "tokens_per_s": tokens_per_s(trainer, out, b.pretrain.num_train_epochs)})
 
 
 @fail_cleanly

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from stages.core import params as P
 from stages.core.io import StageError, fail_cleanly, read_jsonl
-from stages.core.modeling import (TrainingRun, count_trainable, fit_prompt, load_causal_lm, load_tokenizer,
-                                  set_threads, training_kwargs)
+from stages.core.modeling import (TrainingRun, count_trainable, effective_batch_size, fit_prompt, load_causal_lm,
+                                  load_tokenizer, set_threads, tokens_per_s, training_kwargs)
 
 TRAIN = Path("data/clean/train.jsonl")
 HELDOUT = Path("data/clean/heldout.jsonl")
@@ -83,10 +83,6 @@ def main(argv: list[str] | None = None) -> None:
     before = {k: v for k, v in trainer.evaluate().items()} if not resume else {}
     out = trainer.train(resume_from_checkpoint=resume)
     final = trainer.evaluate()
-    n_tokens = sum(len(p) + len(c) + len(r) for p, c, r in zip(trainer.train_dataset["prompt_ids"],
-                                                               trainer.train_dataset["chosen_ids"],
-                                                               trainer.train_dataset["rejected_ids"])) \
-        if "prompt_ids" in trainer.train_dataset.column_names else 0
 
     def write(tmp: Path):
         trainer.model.save_pretrained(tmp / "adapter", safe_serialization=True)  # the adapter itself
@@ -97,13 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     metrics = {
         "start": str(start), "final_loss": round(out.training_loss, 4), "steps": out.global_step,
         "trainable_parameters": trainable, "beta": d.beta,
-        "effective_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
-        * trainer.args.world_size,
+        "effective_batch_size": effective_batch_size(trainer.args),
         "heldout_pairs": len(heldout),
         "heldout_reward_accuracy": round(final.get("eval_rewards/accuracies", float("nan")), 4),
         "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),
         "heldout_reward_margin_before": round(before.get("eval_rewards/margins", float("nan")), 4) if before else None,
-        "tokens_per_s": round(n_tokens * d.num_train_epochs / max(out.metrics["train_runtime"], 1e-9), 1),
+        "tokens_per_s": tokens_per_s(trainer, out, d.num_train_epochs, ("prompt_ids", "chosen_ids", "rejected_ids")),
     }
     run.save(write, metrics)
     print(f"{name}: saved {out_dir} (held-out accuracy {metrics['heldout_reward_accuracy']}, "

@@ -8,7 +8,6 @@ Reads only metrics/*.json and data/raw/manifest.json.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from pathlib import Path
 
@@ -45,14 +44,14 @@ def render() -> tuple[str, str]:
              "\n![Reward distributions](plots/rewards.png)\n"]
     clean = Path("metrics/clean.json")
     if clean.exists():
-        c = json.loads(clean.read_text())
+        c = read_json(clean)
         drops = ", ".join(f"{k}: {v}" for k, v in c["dropped"].items())
         parts.append(f"\n## Cleaning\n{c['input']} pairs in, {c['kept']} kept; dropped by rule: {drops}.\n")
     train = []
     for stage in ("base", "sft", "dpo", "sft_dpo"):
         p = Path("metrics") / stage / "train.json"
         if p.exists():
-            t = json.loads(p.read_text())
+            t = read_json(p)
             extra = (f", held-out reward accuracy {t['heldout_reward_accuracy']}, margin {t['heldout_reward_margin']}"
                      if "heldout_reward_accuracy" in t else "")
             train.append(f"- {stage}: final loss {t.get('final_loss')}, {t.get('steps')} steps{extra}")

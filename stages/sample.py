@@ -19,7 +19,6 @@ from stages.core.modeling import load_causal_lm, load_tokenizer, per_model_stage
 
 PROMPTS = Path("data/eval/prompts.jsonl")
 OUT_DIR = Path("data/samples")
-MODELS = ["base", "sft", "dpo", "sft_dpo"]
 
 
 def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) -> list[dict]:
@@ -42,7 +41,7 @@ def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) 
 
 @fail_cleanly
 def main(argv: list[str] | None = None) -> None:
-    name, params = per_model_stage(argv, __doc__.splitlines()[0], MODELS)
+    name, params = per_model_stage(argv, __doc__.splitlines()[0])
     rows = sample_model(name, params)
     if not dist.is_main():
         return

@@ -19,7 +19,6 @@ from stages.core.runinfo import run_info
 
 SAMPLES = Path("data/samples")
 OUT_DIR = Path("data/scores")
-MODELS = ["base", "sft", "dpo", "sft_dpo"]
 
 
 def score_rows(rows: list[dict], judges: list) -> tuple[list[dict], dict]:
@@ -39,7 +38,7 @@ def score_rows(rows: list[dict], judges: list) -> tuple[list[dict], dict]:
 
 @fail_cleanly
 def main(argv: list[str] | None = None) -> None:
-    name, params = per_model_stage(argv, __doc__.splitlines()[0], MODELS)
+    name, params = per_model_stage(argv, __doc__.splitlines()[0])
     rows = [r for _, r in iter_jsonl(SAMPLES / f"{name}.jsonl")]
     scored, sources = score_rows(rows, params.score.judges)
     if not dist.is_main():

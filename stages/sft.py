@@ -13,8 +13,8 @@ from pathlib import Path
 
 from stages.core import params as P
 from stages.core.io import StageError, fail_cleanly, read_jsonl
-from stages.core.modeling import (TrainingRun, count_trainable, fit_prompt, load_causal_lm, load_tokenizer,
-                                  set_threads, training_kwargs)
+from stages.core.modeling import (TrainingRun, count_trainable, effective_batch_size, fit_prompt, load_causal_lm,
+                                  load_tokenizer, set_threads, tokens_per_s, training_kwargs)
 
 TRAIN = Path("data/clean/train.jsonl")
 START = Path("models/base")
@@ -59,18 +59,15 @@ def main() -> None:
                          train_dataset=sft_dataset(rows, tok, s), processing_class=tok,
                          callbacks=run.callbacks(resume=bool(resume)))
     out = trainer.train(resume_from_checkpoint=resume)
-    n_tokens = sum(len(x) for x in trainer.train_dataset["input_ids"]) * s.num_train_epochs
 
     def write(tmp: Path):
         trainer.save_model(str(tmp))
         tok.save_pretrained(tmp)
 
-    args = trainer.args
     run.save(write, {"final_loss": round(out.training_loss, 4), "steps": out.global_step, "loss_on": s.loss_on,
-                     "effective_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps
-                     * args.world_size,
+                     "effective_batch_size": effective_batch_size(trainer.args),
                      "trainable_parameters": count_trainable(model),
-                     "tokens_per_s": round(n_tokens / max(out.metrics["train_runtime"], 1e-9), 1)})
+                     "tokens_per_s": tokens_per_s(trainer, out, s.num_train_epochs)})
     print(f"sft: saved {OUT} (loss {out.training_loss:.3f})")
 
 

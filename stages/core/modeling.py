@@ -236,20 +236,27 @@ def count_trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def tokens_in(dataset, column: str = "input_ids") -> int:
-    if column in dataset.column_names:
-        return sum(len(x) for x in dataset[column])
-    return 0
+def tokens_per_s(trainer, out, epochs: float, columns: tuple[str, ...] = ("input_ids",)) -> float:
+    """Training throughput: the tokens of the tokenized train set's `columns`, times the epochs, per second of
+    `trainer.train()` (`out`). Overstated when max_steps stops an epoch early."""
+    data = trainer.train_dataset
+    n_tokens = sum(len(x) for c in columns if c in data.column_names for x in data[c])
+    return round(n_tokens * epochs / max(out.metrics["train_runtime"], 1e-9), 1)
 
 
-def per_model_stage(argv: list[str] | None, description: str, models: list[str]):
+def effective_batch_size(args) -> int:
+    """Sequences per optimizer step: per-device batch x gradient accumulation x processes."""
+    return args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+
+def per_model_stage(argv: list[str] | None, description: str):
     """The shared start of the per-model stages (sample, score): the model argument, validated params, seed, threads."""
     import argparse
 
     from . import params as P
 
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("model", choices=models)
+    ap.add_argument("model", choices=P.MODEL_NAMES)
     name = ap.parse_args(argv).model
     params = P.load()
     P.seed_everything(params.seed)

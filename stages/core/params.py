@@ -20,6 +20,7 @@ from .io import StageError, is_local
 PARAMS_FILE = Path(os.environ.get("ALIGN_PARAMS", "params.yaml"))
 
 PosInt = Field(ge=1)
+MODEL_NAMES = ("base", "sft", "dpo", "sft_dpo")  # the four models the study compares
 
 
 class Section(BaseModel):
@@ -202,7 +203,7 @@ class DistributedParams(Section):
 class Params(Section):
     profile: Literal["cpu", "paper"]
     seed: int = Field(ge=0)
-    models: list[Literal["base", "sft", "dpo", "sft_dpo"]] = Field(min_length=1)
+    models: list[Literal[MODEL_NAMES]] = Field(min_length=1)
     download: DownloadParams
     prompts: PromptsParams
     clean: CleanParams
