@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+import stages  # noqa: F401  first: pins CPU kernels and threads before any test imports torch or NumPy
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -17,6 +21,40 @@ PAPER_EVAL = SHARED / "paper-eval"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def sh(cmd, cwd, check=True, env=None):
+    """Run a command (a list, or a shell string) in `cwd` with this interpreter's tools on the PATH."""
+    res = subprocess.run(cmd, cwd=cwd, env=env or run_env(), capture_output=True, text=True,
+                         shell=isinstance(cmd, str))
+    if check and res.returncode:
+        raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+def copy_checkout(dst: Path) -> Path:
+    """The repository's tracked and unignored files, as a fresh clone would have them before `dvc repro`."""
+    files = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    for generated in ("dvc.lock", "metrics"):  # start from nothing, as before a first `dvc repro`
+        p = dst / generated
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory):
+    """A git + DVC copy of the project with the tiny configuration, after one `dvc repro`, committed.
+    Shared (session scope) by the pipeline, remote and sweep tests: about two minutes on 2 cores."""
+    dst = copy_checkout(tmp_path_factory.mktemp("repo"))
+    write_params(dst / "params.yaml", tiny_params())
+    sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", dst)
+    first = sh(["dvc", "repro"], dst)
+    sh("git add -A && git -c user.email=t@t -c user.name=t commit -qm run", dst)
+    return dst, first.stdout
 
 
 def default_params() -> dict:

@@ -1,0 +1,117 @@
+"""Same bytes on every x86-64 CPU: pin what makes floating-point results depend on the machine.
+
+Measured on an AVX-512 machine (see README, Reproducibility): torch, MKL, oneDNN, OpenBLAS and NumPy each pick
+their CPU kernels by instruction set at run time, and the thread count changes how torch and OpenBLAS split sums.
+Each choice moves the low bits of a model's weights, so after a few hundred training steps two machines write
+different models, samples and metrics from the same commit. Pinned here, before torch or NumPy is imported:
+
+- every library's kernels to one code path that every x86-64 CPU with AVX2 runs alike (MKL's vendor-neutral one);
+- the CPU thread count (torch, OpenMP, MKL, OpenBLAS) to `ALIGN_CPU_THREADS` (default 2), whatever the core count.
+
+`ALIGN_CPU_PIN=off` runs with each library's own choice (faster on large CPUs; results then depend on the machine).
+A GPU's kernels are not covered: CUDA results depend on the GPU model and library versions (README).
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import warnings
+
+DEFAULT_THREADS = 2
+# variable -> value; each must be in the environment before the library that reads it is loaded
+KERNELS = {
+    "ATEN_CPU_CAPABILITY": "avx2",  # torch's own kernels (softmax, layer norm, element-wise ops, reductions)
+    # MKL's GEMM path (torch's matmul). MKL documents COMPATIBLE as the one branch that gives the same results on
+    # Intel and other CPUs (AVX2 is Intel-only: elsewhere it silently falls back to the CPU's own choice)
+    "MKL_CBWR": "COMPATIBLE",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (torch's mkldnn ops)
+    "OPENBLAS_CORETYPE": "Haswell",  # NumPy/SciPy's OpenBLAS GEMM (the judge's logistic regression)
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",  # NumPy's AVX-512 exp/log/tanh loops
+}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def enabled() -> bool:
+    return os.environ.get("ALIGN_CPU_PIN", "on").lower() not in ("off", "0", "false", "no")
+
+
+def threads() -> int:
+    value = os.environ.get("ALIGN_CPU_THREADS", str(DEFAULT_THREADS))
+    if not value.isdigit() or int(value) < 1:
+        raise SystemExit(f"error: ALIGN_CPU_THREADS={value!r}: expected a whole number >= 1")
+    return int(value)
+
+
+def cpu_has_avx2() -> bool:
+    """True on an x86-64 CPU with AVX2 (Linux reads /proc/cpuinfo; elsewhere x86-64 is assumed to have it)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return "avx2" in line.split()
+    except OSError:
+        pass
+    return True
+
+
+def fix_hash_seed() -> None:
+    """Re-start a stage process (`python -m stages.<name>`) once with PYTHONHASHSEED=0.
+
+    Python randomises string hashing per process, so a set of strings iterates in a different order on every run:
+    PEFT writes LoRA's `target_modules` set into adapter_config.json in that order, and two runs of the same
+    stage wrote different bytes. The seed can only be chosen before the interpreter starts, hence the re-exec
+    (before torch is imported, so it costs milliseconds)."""
+    argv = getattr(sys, "orig_argv", None) or []
+    if os.environ.get("PYTHONHASHSEED") == "0" or "-m" not in argv:
+        return
+    module = argv[argv.index("-m") + 1] if argv.index("-m") + 1 < len(argv) else ""
+    if module.startswith("stages."):
+        os.execve(sys.executable, argv, {**os.environ, "PYTHONHASHSEED": "0"})
+
+
+def pin_environment() -> None:
+    """Set the kernel and thread variables (overriding any inherited value) for this process and its children."""
+    if not enabled():
+        return
+    if not cpu_has_avx2():
+        warnings.warn("this CPU has no AVX2 (or is not x86-64): CPU results will differ from other machines'")
+        return
+    late = [name for name in ("torch", "numpy") if name in sys.modules]
+    if late:
+        warnings.warn(f"{', '.join(late)} imported before stages: its CPU kernels are not pinned in this process")
+    os.environ.update(KERNELS)
+    n = str(threads())
+    os.environ.update({name: n for name in THREAD_VARIABLES})
+
+
+def pin_torch() -> None:
+    """torch reads OMP_NUM_THREADS but caps it at the core count; set the pinned count explicitly."""
+    if enabled() and cpu_has_avx2():
+        import torch
+
+        torch.set_num_threads(threads())
+
+
+def seed_and_pin(seed: int) -> None:
+    """The start of every stage that uses torch: one seed drives Python, NumPy and torch; CPU threads pinned."""
+    import random
+
+    from transformers import set_seed
+
+    random.seed(seed)
+    set_seed(seed)
+    pin_torch()
+
+
+def describe() -> dict:
+    """What this process ran with: recorded in run records (never in metrics files)."""
+    out = {"cpu_pin": enabled() and cpu_has_avx2(), "cpu_threads": None, "cpu_capability": None}
+    if "torch" in sys.modules:
+        import torch
+
+        out["cpu_threads"] = torch.get_num_threads()
+        out["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    return out

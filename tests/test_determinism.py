@@ -1,0 +1,86 @@
+"""Same bytes on any x86-64 machine: stages run under the settings another machine would bring (another instruction
+set capability, one core, other thread and BLAS variables) write the same files as under this machine's own.
+
+Without the pin (ALIGN_CPU_PIN=off) the same comparison fails on any machine, through the thread count alone; that
+control run keeps this test honest.
+"""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from stages.core import determinism
+
+from .conftest import run_env, tiny_params, write_params
+
+# What a different machine brings: one core, the widest kernels torch knows (avx512 where the CPU has it, else the
+# generic ones), MKL's and OpenBLAS's own choices, inherited thread variables.
+OTHER_MACHINE = {"ATEN_CPU_CAPABILITY": "avx512" if "avx512f" in open("/proc/cpuinfo").read() else "default",
+                 "MKL_CBWR": "AUTO", "OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": "",
+                 "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+OUTPUTS = ["models/base/model.safetensors", "models/judge/head.safetensors", "data/samples/base.jsonl",
+           "data/scores/base.jsonl", "data/calibration/thresholds.json", "metrics/calibration.json"]
+STAGES = [["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.base"], ["stages.judge"],
+          ["stages.calibrate"], ["stages.sample", "base"], ["stages.score", "base"]]
+
+pytestmark = pytest.mark.skipif(not determinism.cpu_has_avx2(), reason="the guarantee is for x86-64 CPUs with AVX2")
+
+
+def one_core():
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def run_pipeline(folder, extra_env: dict, single_core: bool, stages=STAGES) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = tiny_params()
+    p["metrics"]["thresholds"]["judge"] = {"harmful": "calibrated", "helpful": 0.0}  # calibration in the chain
+    write_params(folder / "params.yaml", p)
+    env = {k: v for k, v in run_env().items() if k not in determinism.KERNELS and k != "ALIGN_CPU_THREADS"}
+    env |= extra_env
+    for args in stages:
+        res = subprocess.run([sys.executable, "-m", *args], cwd=folder, env=env, capture_output=True, text=True,
+                             preexec_fn=one_core if single_core else None)
+        assert res.returncode == 0, f"{args}: {res.stderr[-2000:]}"
+    return {o: hashlib.sha256((folder / o).read_bytes()).hexdigest() for o in OUTPUTS
+            if (folder / o).exists()}
+
+
+def test_another_machines_settings_give_the_same_bytes(tmp_path):
+    here = run_pipeline(tmp_path / "here", {}, single_core=False)
+    other = run_pipeline(tmp_path / "other", OTHER_MACHINE, single_core=True)
+    assert set(here) == set(OUTPUTS)
+    assert here == other
+
+
+def test_without_the_pin_the_same_comparison_fails(tmp_path):
+    """The control: unpinned, one core instead of two changes how torch splits its sums, and the model differs."""
+    upto_base = STAGES[:4]
+    here = run_pipeline(tmp_path / "here", {"ALIGN_CPU_PIN": "off", "OMP_NUM_THREADS": "2"}, False, upto_base)
+    other = run_pipeline(tmp_path / "other", {"ALIGN_CPU_PIN": "off", **OTHER_MACHINE}, True, upto_base)
+    assert here["models/base/model.safetensors"] != other["models/base/model.safetensors"]
+
+
+def test_pin_overrides_inherited_settings(monkeypatch):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx512")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("ALIGN_CPU_PIN", raising=False)
+    monkeypatch.setattr(determinism, "cpu_has_avx2", lambda: True)
+    determinism.pin_environment()
+    assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["MKL_CBWR"] == "COMPATIBLE"
+    assert os.environ["OMP_NUM_THREADS"] == str(determinism.DEFAULT_THREADS)
+
+
+def test_a_stage_process_hashes_strings_the_same_way_every_time(tmp_path):
+    """PEFT writes LoRA's target_modules set in set order: a stage process must not depend on hash randomisation."""
+    (tmp_path / "stages").mkdir()
+    shutil.copy(determinism.__file__.replace("core/determinism.py", "__init__.py"), tmp_path / "stages" / "__init__.py")
+    shutil.copytree(os.path.dirname(determinism.__file__), tmp_path / "stages" / "core")
+    (tmp_path / "stages" / "probe.py").write_text("import os\nprint(os.environ.get('PYTHONHASHSEED'), "
+                                                 "list({'q_proj', 'v_proj', 'k_proj', 'o_proj'}))\n")
+    env = {k: v for k, v in run_env().items() if k != "PYTHONHASHSEED"} | {"PYTHONPATH": str(tmp_path)}
+    outs = {subprocess.run([sys.executable, "-m", "stages.probe"], cwd=tmp_path, env=env, capture_output=True,
+                           text=True, check=True).stdout for _ in range(4)}
+    assert len(outs) == 1 and outs.pop().startswith("0 ")
