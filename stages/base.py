@@ -11,14 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stages.core import hh
 from stages.core import params as P
+from stages.core.determinism import seed_and_pin
 from stages.core.io import StageError, fail_cleanly, read_jsonl
-from stages.core.modeling import (TrainingRun, count_trainable, load_pretrained, load_tokenizer, model_revision,
-                                  set_threads, tokens_per_s, training_kwargs)
+from stages.core.modeling import count_trainable, load_pretrained, load_tokenizer
+from stages.core.training import TrainingRun, throughput, training_kwargs, trl_config
 
 TRAIN = Path("data/clean/train.jsonl")
 OUT = Path("models/base")
 LIVE = Path("metrics/base/live")
+START_LOSS_TEXTS = 64  # pretrained path: transcripts for the starting loss
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -50,68 +53,86 @@ def dialogue_texts(rows: list[dict]) -> list[str]:
     """Every distinct transcript, chosen and rejected alike."""
     seen: dict[str, None] = {}
     for r in rows:
-        seen.setdefault(r["prompt"] + " " + r["chosen"])
-        seen.setdefault(r["prompt"] + " " + r["rejected"])
+        seen.setdefault(hh.join(r["prompt"], r["chosen"]))
+        seen.setdefault(hh.join(r["prompt"], r["rejected"]))
     return list(seen)
 
 
-def _pretrained(params: P.Params) -> None:
-    b = params.base
-    from transformers import AutoModelForCausalLM
+def pretraining_config(params: P.Params, output_dir: Path):
+    from trl import SFTConfig
 
+    b = params.base.pretrain
+    return trl_config(SFTConfig, {**training_kwargs(b, output_dir, params.seed, params.distributed),
+                                  "max_length": b.max_length, "packing": False, "dataset_num_proc": None},
+                      b.trainer, "base.pretrain.trainer")
+
+
+def _pretrained(params: P.Params, rows: list[dict]) -> None:
+    """Save `base.pretrained` as safetensors in float32, and log its loss on training transcripts (SFT's starting
+    point: a wrong or broken checkpoint shows here, before hours of training)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer
+
+    b = params.base
+    run = TrainingRun("base", OUT, LIVE, (b.model_dump(),))
+    cfg = pretraining_config(params, run.ckpt_dir)
     tok = load_tokenizer(b.pretrained, b.revision)
     # facebook/opt-350m is published only as pytorch_model.bin: read once here, with its digest checked against
     # base.pickle_sha256, and saved as safetensors, which is all any later stage loads
-    model, weights = load_pretrained(AutoModelForCausalLM, b.pretrained, b.revision, b.pickle_sha256)
-    run = TrainingRun("base", OUT, LIVE, (b.model_dump(),))
+    model, origin = load_pretrained(AutoModelForCausalLM, b.pretrained, b.revision, b.pickle_sha256)
+    texts = [hh.join(r["prompt"], r["chosen"]) for r in rows[:START_LOSS_TEXTS]]  # what SFT trains on
+    texts_data = Dataset.from_dict({"text": texts})  # (SFTTrainer needs a train set; nothing is trained)
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=texts_data, eval_dataset=texts_data, processing_class=tok,
+                         callbacks=run.callbacks(resume=False))
+    start_loss = trainer.evaluate()["eval_loss"]
 
     def write(tmp: Path):
-        model.save_pretrained(tmp)  # safetensors (transformers 5 writes nothing else)
+        model.save_pretrained(tmp)  # safetensors (transformers 5 writes nothing else), float32
         tok.save_pretrained(tmp)
 
-    origin = {"source": b.pretrained, "revision": model_revision(model) or b.revision, "weights": weights}
-    run.save(write, origin | {"parameters": count_trainable(model)}, record=origin)
+    run.save(write, {"parameters": count_trainable(model), "start_loss": round(start_loss, 4),
+                     "start_loss_texts": len(texts)}, record=origin)
 
 
-def _scratch(params: P.Params) -> None:
+def _scratch(params: P.Params, rows: list[dict]) -> None:
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     b = params.base
-    rows = read_jsonl(TRAIN)
-    if not rows:
-        raise StageError(f"{TRAIN}: no training pairs (is 'train' in download.splits?)")
     if b.pretrain.max_train_pairs:
         rows = rows[: b.pretrain.max_train_pairs]
     texts = dialogue_texts(rows)
+    run = TrainingRun("base", OUT, LIVE, (b.model_dump(), params.seed, len(rows), texts[:3]))
+    cfg = pretraining_config(params, run.ckpt_dir)
     tok = train_tokenizer(texts, b.scratch.vocab_size)
     model = build_model(tok, b.scratch)
-    run = TrainingRun("base", OUT, LIVE, (b.model_dump(), params.seed, len(rows), texts[:3]))
     resume = run.resume_from()
-    cfg = SFTConfig(**training_kwargs(b.pretrain, run.ckpt_dir, params.seed, params.distributed), max_length=b.pretrain.max_length,
-                    packing=False, dataset_num_proc=None)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=Dataset.from_dict({"text": texts}),
                          processing_class=tok, callbacks=run.callbacks(resume=bool(resume)))
+    run.attach(trainer)
     out = trainer.train(resume_from_checkpoint=resume)
 
     def write(tmp: Path):
         trainer.save_model(str(tmp))
         tok.save_pretrained(tmp)
 
-    run.save(write, {"source": "scratch", "final_loss": round(out.training_loss, 4), "steps": out.global_step,
-                     "parameters": count_trainable(model), "vocab_size": len(tok),
-                     "tokens_per_s": tokens_per_s(trainer, out, b.pretrain.num_train_epochs)})
+    run.save(write, {"final_loss": round(out.training_loss, 4), "steps": out.global_step,
+                     "parameters": count_trainable(model), "vocab_size": len(tok)},
+             record={"source": "scratch"}, timing=throughput(trainer, out))
 
 
 @fail_cleanly
 def main() -> None:
     params = P.load()
-    P.seed_everything(params.seed)
-    set_threads()
+    seed_and_pin(params.seed)
+    rows = read_jsonl(TRAIN)
+    if not rows:
+        raise StageError(f"{TRAIN}: no training pairs (is 'train' in download.splits?)")
     if params.base.source == "pretrained":
-        _pretrained(params)
+        _pretrained(params, rows)
     else:
-        _scratch(params)
+        _scratch(params, rows)
     print(f"base: saved {OUT}")
 
 

@@ -6,22 +6,36 @@
 The reference model is the starting model itself (the adapter disabled), as in the study. Prompts are truncated
 from the left to `dpo.max_prompt_length` (TRL 1.x has no such option) so responses are never cut away. Held-out
 pairs (test split, never trained on) give the reward accuracy and margin curves.
-Writes models/<name> (the merged plain model, for sampling) with the adapter itself in models/<name>/adapter,
+Writes models/<name>: the adapter itself in adapter/, and for sampling the merged plain model (`dpo.merge_adapter:
+true`) or the start model in start/ (false: sampled through the unmerged adapter, as the study did);
 metrics/<name>/train.json and DVCLive curves in metrics/<name>/live.
 """
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
+from stages.core import hh
 from stages.core import params as P
+from stages.core.determinism import seed_and_pin
 from stages.core.io import StageError, fail_cleanly, read_jsonl
-from stages.core.modeling import (TrainingRun, count_trainable, effective_batch_size, fit_prompt, load_causal_lm,
-                                  load_tokenizer, set_threads, tokens_per_s, training_kwargs)
+from stages.core.modeling import count_trainable, fit_prompt, load_causal_lm, load_tokenizer
+from stages.core.training import TrainingRun, effective_batch_size, throughput, training_kwargs, trl_config
 
 TRAIN = Path("data/clean/train.jsonl")
 HELDOUT = Path("data/clean/heldout.jsonl")
 STARTS = {"dpo": "base", "sft_dpo": "sft"}
+
+
+def split_pair(r: dict, how: str) -> tuple[str, str, str]:
+    """(prompt, chosen, rejected) of a cleaned pair, split as `dpo.prompt_split` says."""
+    if how == "common_prefix":  # the study: TRL's own extraction from the raw transcripts
+        from trl import extract_prompt
+
+        ex = extract_prompt({"chosen": hh.join(r["prompt"], r["chosen"]), "rejected": hh.join(r["prompt"], r["rejected"])})
+        return ex["prompt"], ex["chosen"], ex["rejected"]
+    return r["prompt"], " " + r["chosen"], " " + r["rejected"]
 
 
 def preference_dataset(rows: list[dict], tok, d: P.DpoParams):
@@ -29,8 +43,8 @@ def preference_dataset(rows: list[dict], tok, d: P.DpoParams):
 
     out = {"prompt": [], "chosen": [], "rejected": []}
     for r in rows:
-        chosen, rejected = " " + r["chosen"], " " + r["rejected"]
-        out["prompt"].append(fit_prompt(tok, r["prompt"], [chosen, rejected], d.max_length, d.max_prompt_length))
+        prompt, chosen, rejected = split_pair(r, d.prompt_split)
+        out["prompt"].append(fit_prompt(tok, prompt, [chosen, rejected], d.max_length, d.max_prompt_length))
         out["chosen"].append(chosen)
         out["rejected"].append(rejected)
     return Dataset.from_dict(out)
@@ -39,10 +53,11 @@ def preference_dataset(rows: list[dict], tok, d: P.DpoParams):
 def dpo_config(d: P.DpoParams, output_dir: Path, seed: int, dd: P.DistributedParams | None = None):
     from trl import DPOConfig
 
-    return DPOConfig(**training_kwargs(d, output_dir, seed, dd), beta=float(d.beta), loss_type=d.loss_type,
-                     max_length=d.max_length, truncation_mode="keep_start",
-                     precompute_ref_log_probs=d.precompute_ref_log_probs,
-                     eval_strategy="steps", eval_steps=d.eval_steps, dataset_num_proc=None)
+    return trl_config(DPOConfig, {**training_kwargs(d, output_dir, seed, dd), "beta": float(d.beta),
+                                  "loss_type": d.loss_type, "max_length": d.max_length,
+                                  "truncation_mode": "keep_start", "precompute_ref_log_probs": d.precompute_ref_log_probs,
+                                  "eval_strategy": "steps", "eval_steps": d.eval_steps, "dataset_num_proc": None},
+                      d.trainer, "dpo.trainer")
 
 
 def lora_config(d: P.DpoParams):
@@ -61,8 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     name = ap.parse_args(argv).name
     params = P.load()
     d = params.dpo
-    P.seed_everything(params.seed)
-    set_threads()
+    seed_and_pin(params.seed)
     start = Path("models") / STARTS[name]
     out_dir, live = Path("models") / name, Path("metrics") / name / "live"
     rows = read_jsonl(TRAIN)
@@ -71,14 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     heldout = read_jsonl(HELDOUT)[: d.eval_pairs]
     if not rows or not heldout:
         raise StageError(f"{TRAIN if not rows else HELDOUT}: no preference pairs")
+    run = TrainingRun(name, out_dir, live, (d.model_dump(), params.seed, len(rows), (start / "run.json").read_text()))
+    cfg = dpo_config(d, run.ckpt_dir, params.seed, params.distributed)  # checked before anything is loaded
     tok = load_tokenizer(str(start))
     model = load_causal_lm(str(start))
-    run = TrainingRun(name, out_dir, live, (d.model_dump(), params.seed, len(rows), (start / "run.json").read_text()))
     resume = run.resume_from()
-    trainer = DPOTrainer(model=model, ref_model=None, args=dpo_config(d, run.ckpt_dir, params.seed, params.distributed),
-                         train_dataset=preference_dataset(rows, tok, d),
+    trainer = DPOTrainer(model=model, ref_model=None, args=cfg, train_dataset=preference_dataset(rows, tok, d),
                          eval_dataset=preference_dataset(heldout, tok, d), processing_class=tok,
                          peft_config=lora_config(d), callbacks=run.callbacks(resume=bool(resume)))
+    run.attach(trainer)
     trainable = count_trainable(trainer.model)
     before = {k: v for k, v in trainer.evaluate().items()} if not resume else {}
     out = trainer.train(resume_from_checkpoint=resume)
@@ -86,21 +101,21 @@ def main(argv: list[str] | None = None) -> None:
 
     def write(tmp: Path):
         trainer.model.save_pretrained(tmp / "adapter", safe_serialization=True)  # the adapter itself
-        merged = trainer.model.merge_and_unload()  # sampling needs a plain model
-        merged.save_pretrained(tmp, safe_serialization=True)
+        if d.merge_adapter:
+            trainer.model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+        else:  # sampled as the study did, start model + unmerged adapter (DVC's cache stores identical files once)
+            shutil.copytree(start, tmp / "start", ignore=shutil.ignore_patterns("run.json"))
         tok.save_pretrained(tmp)
 
     metrics = {
-        "start": str(start), "final_loss": round(out.training_loss, 4), "steps": out.global_step,
-        "trainable_parameters": trainable, "beta": d.beta,
-        "effective_batch_size": effective_batch_size(trainer.args),
+        "final_loss": round(out.training_loss, 4), "steps": out.global_step,
+        "trainable_parameters": trainable, "effective_batch_size": effective_batch_size(trainer.args),
         "heldout_pairs": len(heldout),
         "heldout_reward_accuracy": round(final.get("eval_rewards/accuracies", float("nan")), 4),
         "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),
         "heldout_reward_margin_before": round(before.get("eval_rewards/margins", float("nan")), 4) if before else None,
-        "tokens_per_s": tokens_per_s(trainer, out, d.num_train_epochs, ("prompt_ids", "chosen_ids", "rejected_ids")),
     }
-    run.save(write, metrics)
+    run.save(write, metrics, record={"start": str(start), "beta": d.beta}, timing=throughput(trainer, out))
     print(f"{name}: saved {out_dir} (held-out accuracy {metrics['heldout_reward_accuracy']}, "
           f"margin {metrics['heldout_reward_margin']})")
 

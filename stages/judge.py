@@ -13,6 +13,7 @@ import random
 from pathlib import Path
 
 from stages.core import params as P
+from stages.core.determinism import seed_and_pin
 from stages.core.io import StageError, fail_cleanly, fresh_tmp_dir, read_jsonl, replace_dir, write_json
 from stages.core.judges import JUDGE_CONFIG, JUDGE_WEIGHTS, Encoder, default_encoder, judge_text
 from stages.core.runinfo import run_info
@@ -40,7 +41,7 @@ def main() -> None:
 
     params = P.load()
     j = params.judge
-    P.seed_everything(params.seed)
+    seed_and_pin(params.seed)
     pairs = read_jsonl(HELDOUT)
     pairs = random.Random(f"{params.seed}:judge").sample(pairs, min(len(pairs), j.max_pairs))
     if len(pairs) < 10:
@@ -59,9 +60,10 @@ def main() -> None:
     write_json(tmp / JUDGE_CONFIG, {"kind": "pipeline", "encoder_path": j.encoder,  # null: the packaged MiniLM
                                     "encoder": "sentence-transformers/all-MiniLM-L6-v2" if j.encoder is None else j.encoder,
                                     "text": "last human turn + newline + response", "pairs": len(pairs)})
+    write_json(tmp / "run.json", run_info(stage="judge"))
     replace_dir(tmp, OUT)
     write_json(REPORT, {"pairs": len(pairs), "validation_pairs": n_val,
-                        "validation_pairwise_accuracy": round(val_accuracy, 4), "run": run_info()})
+                        "validation_pairwise_accuracy": round(val_accuracy, 4)})
     print(f"judge: {len(pairs)} pairs, validation pairwise accuracy {val_accuracy:.3f}")
 
 

@@ -15,7 +15,7 @@ from stages.core import distributed as dist
 from stages.core import params as P
 from stages.core.generation import generate
 from stages.core.io import fail_cleanly, iter_jsonl, write_jsonl
-from stages.core.modeling import load_causal_lm, load_tokenizer, per_model_stage
+from stages.core.modeling import load_policy, load_tokenizer, per_model_stage
 
 PROMPTS = Path("data/eval/prompts.jsonl")
 OUT_DIR = Path("data/samples")
@@ -26,10 +26,10 @@ def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) 
 
     prompts = [r for _, r in iter_jsonl(PROMPTS)]
     tok = load_tokenizer(str(model_dir / name))
-    model = load_causal_lm(str(model_dir / name))
+    model = load_policy(model_dir / name)  # float32, as the study decoded
     if dist.world_size() > 1:
         model = model.to(dist.state().device)
-    elif torch.cuda.is_available():
+    elif torch.cuda.is_available() and params.sample.device == "auto":
         model = model.to("cuda")
     # Each process generates for a contiguous share of the prompts; gathered back in prompt order.
     gens = dist.map_in_order([r["prompt"] for r in prompts],

@@ -29,9 +29,7 @@ def score_rows(rows: list[dict], judges: list) -> tuple[list[dict], dict]:
         # Each process scores a contiguous share; gathered back in row order.
         rewards[spec.name] = dist.map_in_order(rows, lambda share: judge([r["prompt"] for r in share],
                                                                           [r["response"] for r in share]))
-        sources[spec.name] = {"kind": spec.kind, "path": spec.path,
-                              "revision": getattr(judge, "revision", None) or spec.revision,
-                              "weights": getattr(judge, "weights", {"format": "safetensors"})}
+        sources[spec.name] = {"kind": spec.kind, "path": spec.path, **judge.record}
     out = [r | {"rewards": {name: rewards[name][i] for name in rewards}} for i, r in enumerate(rows)]
     return out, sources
 

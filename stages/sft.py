@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from stages.core import hh
 from stages.core import params as P
+from stages.core.determinism import seed_and_pin
 from stages.core.io import StageError, fail_cleanly, read_jsonl
-from stages.core.modeling import (TrainingRun, count_trainable, effective_batch_size, fit_prompt, load_causal_lm,
-                                  load_tokenizer, set_threads, tokens_per_s, training_kwargs)
+from stages.core.modeling import count_trainable, fit_prompt, load_causal_lm, load_tokenizer
+from stages.core.training import TrainingRun, effective_batch_size, throughput, training_kwargs, trl_config
 
 TRAIN = Path("data/clean/train.jsonl")
 START = Path("models/base")
@@ -26,7 +28,7 @@ def sft_dataset(rows: list[dict], tok, s: P.SftParams):
     from datasets import Dataset
 
     if s.loss_on == "transcript":  # the study: the raw chosen transcript, cut on the right at max_length
-        return Dataset.from_dict({"text": [r["prompt"] + " " + r["chosen"] for r in rows]})
+        return Dataset.from_dict({"text": [hh.join(r["prompt"], r["chosen"]) for r in rows]})
     prompts = [fit_prompt(tok, r["prompt"], [" " + r["chosen"]], s.max_length) for r in rows]
     return Dataset.from_dict({"prompt": prompts, "completion": [" " + r["chosen"] for r in rows]})
 
@@ -34,8 +36,9 @@ def sft_dataset(rows: list[dict], tok, s: P.SftParams):
 def sft_config(s: P.SftParams, output_dir: Path, seed: int, d: P.DistributedParams | None = None):
     from trl import SFTConfig
 
-    return SFTConfig(**training_kwargs(s, output_dir, seed, d), max_length=s.max_length, packing=False,
-                     completion_only_loss=(s.loss_on == "response"), dataset_num_proc=None)
+    return trl_config(SFTConfig, {**training_kwargs(s, output_dir, seed, d), "max_length": s.max_length,
+                                  "packing": False, "completion_only_loss": s.loss_on == "response",
+                                  "dataset_num_proc": None}, s.trainer, "sft.trainer")
 
 
 @fail_cleanly
@@ -44,30 +47,30 @@ def main() -> None:
 
     params = P.load()
     s = params.sft
-    P.seed_everything(params.seed)
-    set_threads()
+    seed_and_pin(params.seed)
     rows = read_jsonl(TRAIN)
     if s.max_train_pairs:
         rows = rows[: s.max_train_pairs]
     if not rows:
         raise StageError(f"{TRAIN}: no training pairs")
+    run = TrainingRun("sft", OUT, LIVE, (s.model_dump(), params.seed, len(rows), (START / "run.json").read_text()))
+    cfg = sft_config(s, run.ckpt_dir, params.seed, params.distributed)  # checked before anything is loaded
     tok = load_tokenizer(str(START))
     model = load_causal_lm(str(START))
-    run = TrainingRun("sft", OUT, LIVE, (s.model_dump(), params.seed, len(rows), (START / "run.json").read_text()))
     resume = run.resume_from()
-    trainer = SFTTrainer(model=model, args=sft_config(s, run.ckpt_dir, params.seed, params.distributed),
-                         train_dataset=sft_dataset(rows, tok, s), processing_class=tok,
+    trainer = SFTTrainer(model=model, args=cfg, train_dataset=sft_dataset(rows, tok, s), processing_class=tok,
                          callbacks=run.callbacks(resume=bool(resume)))
+    run.attach(trainer)
     out = trainer.train(resume_from_checkpoint=resume)
 
     def write(tmp: Path):
         trainer.save_model(str(tmp))
         tok.save_pretrained(tmp)
 
-    run.save(write, {"final_loss": round(out.training_loss, 4), "steps": out.global_step, "loss_on": s.loss_on,
+    run.save(write, {"final_loss": round(out.training_loss, 4), "steps": out.global_step,
                      "effective_batch_size": effective_batch_size(trainer.args),
-                     "trainable_parameters": count_trainable(model),
-                     "tokens_per_s": tokens_per_s(trainer, out, s.num_train_epochs)})
+                     "trainable_parameters": count_trainable(model)},
+             record={"start": str(START), "loss_on": s.loss_on}, timing=throughput(trainer, out))
     print(f"sft: saved {OUT} (loss {out.training_loss:.3f})")
 
 

@@ -24,7 +24,7 @@ def test_sequence_classifier_from_local_path_batched_equals_single(local_reward_
 
 
 def test_unloadable_reward_model_is_a_clear_error(tmp_path):
-    with pytest.raises(StageError, match="cannot load the reward model"):
+    with pytest.raises(StageError, match="missing: reward model folder not found"):
         score.score_rows([{"prompt": "p", "response": "r"}], [spec(tmp_path / "missing")])
 
 

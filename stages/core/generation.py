@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import distributed as dist
 from .hh import HUMAN
+from .progress import track
 
 
 @dataclass
@@ -52,7 +54,8 @@ def generate(model, tok, prompts: list[str], s, seed: int) -> list[Generated]:
     model.eval()
     kw = generation_kwargs(s, tok)
     out: list[Generated] = []
-    for start in range(0, len(prompts), s.batch_size):
+    starts = range(0, len(prompts), s.batch_size)
+    for start in track(starts, len(starts), "sample", show=dist.is_main()):
         batch = prompts[start : start + s.batch_size]
         set_seed(seed + start)  # sampling, when on, depends only on the seed and the batch position
         enc = tok(batch, return_tensors="pt", padding=True, truncation=True, max_length=s.max_prompt_tokens,

@@ -4,16 +4,20 @@
   (all-MiniLM-L6-v2) of "last human turn + response"; weights in safetensors, no pickle.
 - `sequence_classifier`: a hub (or local) reward model with one logit, e.g. the study's
   OpenAssistant/reward-model-deberta-v3-large-v2 or Ray2333/gpt2-large-{harmless,helpful}-reward_model;
-  input is the (prompt, response) text pair (`input_format: pair`) or one HH transcript (`hh`).
+  input is the (prompt, response) text pair (`input_format: pair`), one HH transcript (`hh`), or the dialogue in
+  the model's chat template (`chat`: Skywork/Skywork-Reward-V2-Qwen3-0.6B).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from . import hh
 from .hh import last_human_turn
 from .io import StageError, first_line
-from .modeling import load_pretrained
+from .distributed import is_main
+from .modeling import load_pretrained, model_folder
+from .progress import track
 
 JUDGE_CONFIG = "judge.json"
 JUDGE_WEIGHTS = "head.safetensors"
@@ -61,6 +65,7 @@ class PipelineJudge:
         self.w = load_file(str(folder / JUDGE_WEIGHTS))["weight"].astype(np.float64)
         self.encoder = Encoder(self.config.get("encoder_path") or default_encoder())
         self.batch_size = batch_size
+        self.record = {"source": path, "revision": None, "weights": {"format": "safetensors"}}
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         emb = self.encoder([judge_text(p, r) for p, r in zip(prompts, responses)], self.batch_size)
@@ -73,16 +78,16 @@ class SequenceClassifierJudge:
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        self.model, self.record = load_pretrained(AutoModelForSequenceClassification, path, revision, pickle_sha256,
+                                                  what="reward model")
+        folder, _ = model_folder(path, self.record["revision"])  # the snapshot just read: no second lookup
         try:
-            self.tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=False)
-        except Exception as exc:  # missing folder, offline hub, ...
-            raise StageError(f"{path}: cannot load the reward model ({first_line(exc)})") from None
-        self.model, self.weights = load_pretrained(AutoModelForSequenceClassification, path, revision, pickle_sha256,
-                                                   what="reward model")
+            self.tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+        except Exception as exc:  # no tokenizer files, ...
+            raise StageError(f"{path}: cannot load the reward model's tokenizer ({first_line(exc)})") from None
         if self.tok.pad_token is None:  # GPT-2 reward models have none
             self.tok.pad_token = self.tok.eos_token
             self.model.config.pad_token_id = self.tok.pad_token_id
-        self.revision = getattr(self.model.config, "_commit_hash", None) or revision
         from .distributed import state, world_size
 
         if world_size() > 1:  # one device per process under accelerate
@@ -90,23 +95,44 @@ class SequenceClassifierJudge:
         else:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device).eval()
-        self.input_format, self.batch_size, self.max_length = input_format, batch_size, max_length
+        self.input_format, self.batch_size, self.name = input_format, batch_size, Path(path).name
+        self.limit = {"max_length": max_length} if max_length else {}  # none: the tokenizer's model_max_length
+
+    def chat_text(self, prompt: str, response: str) -> str:
+        """The dialogue as the model's chat template writes it (Skywork-Reward-V2's documented use): the prompt's
+        turns as user/assistant messages, the response as the last assistant message; a leading BOS the template
+        writes is dropped, as the tokenizer adds its own."""
+        text = self.tok.apply_chat_template(chat_messages(prompt, response), tokenize=False)
+        bos = self.tok.bos_token
+        return text[len(bos):] if bos and text.startswith(bos) else text
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         import torch
 
         scores: list[float] = []
-        for i in range(0, len(prompts), self.batch_size):
+        starts = range(0, len(prompts), self.batch_size)
+        for i in track(starts, len(starts), f"score ({self.name})", show=is_main()):
             p, r = prompts[i : i + self.batch_size], responses[i : i + self.batch_size]
             if self.input_format == "pair":
-                enc = self.tok(p, r, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+                enc = self.tok(p, r, truncation=True, **self.limit, padding=True, return_tensors="pt")
+            elif self.input_format == "chat":  # an over-long dialogue loses its oldest turns, never the response
+                self.tok.truncation_side = "left"
+                enc = self.tok([self.chat_text(a, b) for a, b in zip(p, r)], truncation=True,
+                               **self.limit, padding=True, return_tensors="pt")
             else:
-                enc = self.tok([a + " " + b for a, b in zip(p, r)], truncation=True, max_length=self.max_length,
+                enc = self.tok([a + " " + b for a, b in zip(p, r)], truncation=True, **self.limit,
                                padding=True, return_tensors="pt")
             with torch.inference_mode():
                 logits = self.model(**enc.to(self.device)).logits
             scores.extend(float(x) for x in logits[:, 0].float().cpu())
         return scores
+
+
+def chat_messages(prompt: str, response: str) -> list[dict]:
+    """HH prompt turns as chat messages (Human -> user, Assistant -> assistant), then the response."""
+    turns = [(speaker, text) for speaker, text in hh.turns(hh.normalise_prompt(prompt)) if text]
+    messages = [{"role": "user" if s == "Human" else "assistant", "content": text} for s, text in turns]
+    return messages + [{"role": "assistant", "content": response}]
 
 
 def load_judge(spec):

@@ -1,0 +1,284 @@
+"""What the training stages (`base`, `sft`, `dpo`) share: TRL configs from params, the run's checkpoints, curves,
+guards and progress, and the atomic save of the trained model with its run record.
+
+TRL configs: the project's own params (learning rate, epochs, batch, lengths, ...) map to TRL fields; any other field
+of TRL's SFTConfig / DPOConfig can be set in the section's `trainer:` mapping (as alignment-handbook recipes do),
+validated against TRL's own config class: an unknown field is refused with its name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from . import distributed as dist
+from .checkpoints import last_complete
+from .io import StageError, first_line, fresh_tmp_dir, replace_dir, write_json, write_text
+from .progress import duration, interactive
+from .runinfo import run_info
+
+CHECKPOINTS = Path("checkpoints")  # outside every DVC out, so an interrupted stage can resume (gitignored)
+
+# TRL/Trainer fields the pipeline sets itself: from a named param, or because the pipeline depends on them.
+SET_BY_PARAM = {
+    "learning_rate": "learning_rate", "num_train_epochs": "num_train_epochs", "max_steps": "max_steps",
+    "per_device_train_batch_size": "per_device_train_batch_size", "per_device_eval_batch_size":
+    "per_device_train_batch_size", "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "lr_scheduler_type": "lr_scheduler_type", "warmup_steps": "warmup_ratio", "warmup_ratio": "warmup_ratio",
+    "weight_decay": "weight_decay", "logging_steps": "logging_steps", "save_steps": "save_steps",
+    "max_length": "max_length", "beta": "beta", "loss_type": "loss_type", "eval_steps": "eval_steps",
+    "precompute_ref_log_probs": "precompute_ref_log_probs", "completion_only_loss": "loss_on",
+}
+SET_BY_TOP_LEVEL = {"seed": "seed", "data_seed": "seed", "bf16": "distributed.mixed_precision",
+                    "fp16": "distributed.mixed_precision"}
+OWNED = {"output_dir", "report_to", "save_strategy", "save_total_limit", "save_only_model", "disable_tqdm",
+         "use_cpu", "eval_strategy", "push_to_hub", "resume_from_checkpoint", "overwrite_output_dir",
+         "dataset_num_proc", "truncation_mode"}
+NEVER = {"trust_remote_code", "model_init_kwargs"}  # no code from a model repository runs here (README: Safety)
+# The study's Trainer defaults, written out (a default of a newer library version must not change a run).
+DEFAULTS = {"optim": "adamw_torch", "max_grad_norm": 1.0, "gradient_checkpointing": False,
+            "logging_nan_inf_filter": False}  # the filter hides a NaN loss behind the running mean
+
+
+def precision_flags(d) -> dict:
+    """The compute precision params name (distributed.mixed_precision), never a property of the machine: fp32 keeps
+    the study's full precision; bf16 / fp16 are autocast over float32 weights (fp16 with loss scaling)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    mp = d.mixed_precision if d is not None else "fp32"
+    return {"bf16": mp == "bf16", "fp16": mp == "fp16", "use_cpu": not cuda, "dataloader_pin_memory": cuda}
+
+
+def training_kwargs(section, output_dir: Path, seed: int, d=None) -> dict:
+    """TrainingArguments fields shared by SFT/DPO/pre-training, from a params section (floats cast).
+
+    `d` (params.distributed) keeps per-device batch x accumulation x processes at what params say.
+    """
+    accum = dist.accumulation_steps(section, d) if d is not None else int(section.gradient_accumulation_steps)
+    return {
+        **DEFAULTS,
+        "output_dir": str(output_dir),
+        "learning_rate": float(section.learning_rate),
+        "num_train_epochs": float(section.num_train_epochs),
+        "max_steps": int(section.max_steps),
+        "per_device_train_batch_size": int(section.per_device_train_batch_size),
+        "per_device_eval_batch_size": int(section.per_device_train_batch_size),
+        "gradient_accumulation_steps": accum,
+        "lr_scheduler_type": section.lr_scheduler_type,
+        "warmup_steps": float(section.warmup_ratio),  # transformers 5: a float < 1 is a ratio of the steps
+        "weight_decay": float(section.weight_decay),
+        "logging_steps": int(section.logging_steps),
+        "save_strategy": "steps",
+        "save_steps": int(section.save_steps),
+        "save_total_limit": 1,
+        "save_only_model": False,  # keep optimizer state in checkpoints so a resume is exact
+        "seed": int(seed),
+        "data_seed": int(seed),
+        "report_to": "none",  # DVCLive is attached as a callback with dvcyaml=False
+        "disable_tqdm": not interactive(),
+        **precision_flags(d),
+    }
+
+
+def trl_config(cls, managed: dict, extra: dict, key: str):
+    """cls(**managed, **extra): `extra` is the params section's `trainer:` mapping, checked against cls's fields."""
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    section = key.rsplit(".", 1)[0]
+    for name in extra:
+        if name not in fields:
+            raise StageError(f"params.yaml: {key}.{name}: not a field of trl.{cls.__name__} (typo?)")
+        if name in SET_BY_PARAM or name in SET_BY_TOP_LEVEL:
+            where = SET_BY_TOP_LEVEL.get(name) or f"{section}.{SET_BY_PARAM[name]}"
+            raise StageError(f"params.yaml: {key}.{name}: set it with {where}")
+        if name in OWNED:
+            raise StageError(f"params.yaml: {key}.{name}: set by the pipeline itself (checkpoints, logging, data)")
+        if name in NEVER:
+            raise StageError(f"params.yaml: {key}.{name}: refused (models load without remote code: README, Safety)")
+    try:
+        return cls(**{**managed, **extra})
+    except (TypeError, ValueError) as exc:
+        raise StageError(f"params.yaml: {key}: {first_line(exc)}") from None
+
+
+def fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class FiniteGuard:
+    """Stop training at the first non-finite loss or gradient, with one line naming the stage and the step.
+
+    Without it a float16 model (or a too-high learning rate) trains on in NaN: the Trainer's logged loss hides it
+    and the stage saves NaN weights that later stages turn into empty responses and a metrics file that looks valid.
+    """
+
+    def __init__(self, stage: str):
+        from transformers import TrainerCallback
+
+        guard = self
+
+        class Callback(TrainerCallback):
+            def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+                if args.fp16 or model is None:  # fp16's loss scaler skips steps with inf gradients by design
+                    return
+                guard.check_gradients(model, state.global_step + 1)
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                for k in ("loss", "grad_norm"):
+                    v = (logs or {}).get(k)
+                    if isinstance(v, float) and not math.isfinite(v):
+                        raise StageError(f"{guard.stage}: step {state.global_step}: {k} is {v}; stopping (check the "
+                                         "model's dtype and the learning rate)")
+
+        self.stage, self.callback = stage, Callback()
+
+    def check_gradients(self, model, step: int) -> None:
+        import torch
+
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads:  # DeepSpeed / FSDP keep gradients elsewhere: the logged loss is still checked
+            return
+        norm = torch.nn.utils.get_total_norm(grads)
+        if not torch.isfinite(norm):
+            first = next(n for n, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
+            dtype = next(model.parameters()).dtype
+            raise StageError(f"{self.stage}: step {step}: non-finite gradient ({float(norm)}) in {first}; stopping "
+                             f"(weights are {str(dtype).replace('torch.', '')}; check the precision and learning rate)")
+
+
+class ProgressLines:
+    """In logs (no terminal), a plain line per logging step: step, share done, loss, speed, ETA."""
+
+    def __init__(self, stage: str):
+        from transformers import TrainerCallback
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                self.start, self.start_step = time.perf_counter(), state.global_step
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if not dist.is_main() or not state.max_steps:
+                    return
+                done = state.global_step - self.start_step
+                rate = done / max(time.perf_counter() - self.start, 1e-9)
+                left = (state.max_steps - state.global_step) / rate if rate else 0.0
+                shown = {k: v for k, v in (logs or {}).items() if k in ("loss", "eval_loss", "rewards/margins",
+                                                                         "eval_rewards/accuracies")}
+                values = " ".join(f"{k} {v:.4g}" for k, v in shown.items() if isinstance(v, (int, float)))
+                print(f"{stage}: step {state.global_step}/{state.max_steps} "
+                      f"({100 * state.global_step / state.max_steps:.1f}%) {values} | {rate:.2f} steps/s | "
+                      f"ETA {duration(left)}", flush=True)
+
+        self.callback = Callback()
+
+
+class TrainingRun:
+    """Checkpoint folder, resume decision, callbacks (DVCLive curves, guards, progress) and atomic save for one
+    training stage.
+
+    Checkpoints live in `checkpoints/<stage>/` (outside DVC's outs, which DVC deletes before a run), tagged with
+    a fingerprint of the params and inputs: a re-run after an interruption resumes only when nothing changed, and
+    only from a complete checkpoint (stages/core/checkpoints.py).
+    """
+
+    def __init__(self, stage: str, out_dir: str | Path, live_dir: str | Path, fingerprint_parts: tuple):
+        self.stage = stage
+        self.out_dir = Path(out_dir)
+        self.live_dir = Path(live_dir)
+        self.ckpt_dir = CHECKPOINTS / stage
+        self.fp = fingerprint(*fingerprint_parts)
+        self.started = time.perf_counter()
+        stamp = self.ckpt_dir / "fingerprint.txt"
+        if dist.is_main():
+            if self.ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != self.fp):
+                shutil.rmtree(self.ckpt_dir)  # stale checkpoints of other params: start over
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            write_text(stamp, self.fp)
+        dist.barrier()
+
+    def resume_from(self) -> str | None:
+        """The newest complete checkpoint (partial ones, from a kill during a save, are set aside), or None."""
+        if dist.is_main():
+            last_complete(self.ckpt_dir, self.stage)
+        dist.barrier()
+        last = last_complete(self.ckpt_dir, self.stage)  # every process agrees once the main one has sorted them
+        if last:
+            print(f"{self.stage}: resuming from {last}")
+        return str(last) if last else None
+
+    def callbacks(self, resume: bool) -> list:
+        """Non-finite guard (every process); DVCLive curves and progress lines from the main process only."""
+        out = [FiniteGuard(self.stage).callback]
+        if dist.is_main():
+            out.append(self.live_callback(resume))
+            if not interactive():
+                out.append(ProgressLines(self.stage).callback)
+        return out
+
+    def attach(self, trainer) -> None:
+        """Plain progress lines replace the Trainer's printing of raw log dicts when there is no terminal."""
+        from transformers.trainer_callback import PrinterCallback
+
+        if not interactive():
+            trainer.remove_callback(PrinterCallback)
+
+    def live_callback(self, resume: bool):
+        from dvclive import Live
+        from transformers.integrations import DVCLiveCallback
+
+        class Curves(DVCLiveCallback):
+            """DVCLive's callback without wall-clock figures (runtime, samples or steps per second): the curves are
+            then the same bytes on every run; timings go to logs/."""
+
+            def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+                logs = {k: v for k, v in (logs or {}).items() if not k.endswith(WALL_CLOCK)}
+                super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+
+        # dvcyaml=False: never rewrite the root dvc.yaml; the plots are declared there by hand.
+        live = Live(str(self.live_dir), resume=resume, dvcyaml=False, save_dvc_exp=False, report=None)
+        return Curves(live=live)
+
+    def save(self, write_fn, metrics: dict, record: dict | None = None, timing: dict | None = None) -> None:
+        """write_fn(tmp_dir) writes the model; with its run record (`run.json`: sources, revisions, versions; the
+        same bytes on every run) it is moved into place only when complete. Then the stage's metrics (numbers a
+        change of code, data or params can move) are written, timings go to logs/ (neither DVC nor git tracks them)
+        and the checkpoints are removed. Only the main process writes; the others wait for it."""
+        dist.barrier()
+        if not dist.is_main():
+            return
+        tmp = fresh_tmp_dir(self.out_dir)
+        write_fn(tmp)
+        for leftover in ("optimizer.pt", "scheduler.pt", "training_args.bin", "rng_state.pth"):
+            (tmp / leftover).unlink(missing_ok=True)
+        write_json(tmp / "run.json", run_info(stage=self.stage, processes=dist.world_size(), **(record or {})))
+        replace_dir(tmp, self.out_dir)
+        write_json(self.live_dir.parent / "train.json", metrics)
+        log_timing(self.stage, {"wall_time_s": round(time.perf_counter() - self.started, 1), **(timing or {})})
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+
+
+WALL_CLOCK = ("runtime", "per_second", "_time")  # log keys that measure the machine, not the model
+LOGS = Path("logs")  # timings of the last run of each stage: machine-dependent, so in neither DVC nor git
+
+
+def log_timing(stage: str, timing: dict) -> None:
+    write_json(LOGS / f"{stage}.json", {"stage": stage, **timing, "device": run_info()["device"]})
+
+
+def throughput(trainer, out) -> dict:
+    """Tokens and steps per second of `trainer.train()`, from what TRL logs (`num_tokens`), for run records."""
+    runtime = max(out.metrics.get("train_runtime", 0.0), 1e-9)
+    tokens = max((h.get("num_tokens", 0) for h in trainer.state.log_history), default=0)
+    return {"train_runtime_s": round(runtime, 1), "trained_tokens": int(tokens),
+            "tokens_per_s": round(tokens / runtime, 1), "steps_per_s": round(out.metrics.get("train_steps_per_second",
+                                                                                            0.0), 3)}
+
+
+def effective_batch_size(args) -> int:
+    """Sequences per optimizer step: per-device batch x gradient accumulation x processes."""
+    return args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
