@@ -5,10 +5,13 @@
 Each pair is parsed into `prompt` (up to and including the last "\\n\\nAssistant:"), `chosen` and `rejected`.
 Rules, in order (the first that fires names the drop), each switchable under `clean.rules` except `malformed`,
 which always applies because such a pair cannot be used at all:
-malformed, prompt_mismatch, empty_response, identical_responses, near_duplicate, too_long, duplicate_pair, eval_leak.
+malformed, prompt_mismatch, ends_with_human_turn, empty_response, identical_responses, near_duplicate, too_long,
+duplicate_pair, eval_leak.
 Writes data/clean/train.jsonl (train split: SFT uses the chosen responses, DPO the pairs),
 data/clean/heldout.jsonl (test-split pairs never used for policy training: judge training and DPO's held-out
-accuracy) and metrics/clean.json. Always: input = kept + sum of drops.
+accuracy), data/clean/calibration.jsonl (other test-split pairs: judge thresholds, `calibrate` stage),
+metrics/clean.json (counts) and data/clean/report.json (rules in force, example ids per rule).
+Always: input = kept + sum of drops.
 """
 from __future__ import annotations
 
@@ -24,8 +27,8 @@ RAW = Path("data/raw/pairs.jsonl")
 EVAL = Path("data/eval/prompts.jsonl")
 OUT_DIR = Path("data/clean")
 REPORT = Path("metrics/clean.json")
-RULES = ["malformed", "prompt_mismatch", "empty_response", "identical_responses", "near_duplicate", "too_long",
-         "duplicate_pair", "eval_leak"]
+RULES = ["malformed", "prompt_mismatch", "ends_with_human_turn", "empty_response", "identical_responses",
+         "near_duplicate", "too_long", "duplicate_pair", "eval_leak"]
 
 
 def _key(prompt: str) -> str:
@@ -49,6 +52,9 @@ def check_pair(rec: dict, p: P.CleanParams, eval_keys: set[str], seen: set) -> t
     pair = {"id": rec["id"], "subset": rec["subset"], "prompt": prompt, "chosen": chosen, "rejected": rejected}
     if on.prompt_mismatch and prompt != prompt_r:
         return "prompt_mismatch", pair
+    # a transcript whose last turn is the human's: its "response" would teach the model to write Human turns
+    if on.ends_with_human_turn and (hh.HUMAN in chosen or hh.HUMAN in rejected):
+        return "ends_with_human_turn", pair
     if on.empty_response and (not chosen.strip() or not rejected.strip()):
         return "empty_response", pair
     if on.identical_responses and chosen.strip() == rejected.strip():
@@ -100,9 +106,17 @@ def main() -> None:
     train = [{k: v for k, v in r.items() if k != "split"} for r in kept if r["split"] == "train"]
     test = [{k: v for k, v in r.items() if k != "split"} for r in kept if r["split"] == "test"]
     heldout = random.Random(f"{params.seed}:heldout").sample(test, min(len(test), p.heldout_max_pairs))
+    # calibration pairs: test-split pairs the pipeline judge and DPO's held-out curves never see
+    used = {r["id"] for r in heldout}
+    rest = [r for r in test if r["id"] not in used]
+    calibration = random.Random(f"{params.seed}:calibration").sample(rest, min(len(rest), p.calibration_max_pairs))
     write_jsonl(OUT_DIR / "train.jsonl", train)
     write_jsonl(OUT_DIR / "heldout.jsonl", heldout)
-    report |= {"kept_train": len(train), "kept_test": len(test), "heldout_written": len(heldout)}
+    write_jsonl(OUT_DIR / "calibration.jsonl", calibration)
+    # the rules in force and example ids are a record (data/clean/report.json); the counts are the metrics
+    write_json(OUT_DIR / "report.json", {"rules_on": report.pop("rules_on"), "examples": report.pop("examples")})
+    report |= {"kept_train": len(train), "kept_test": len(test), "heldout_written": len(heldout),
+               "calibration_written": len(calibration)}
     write_json(REPORT, report)
     drops = ", ".join(f"{k} {v}" for k, v in report["dropped"].items() if v)
     print(f"clean: {report['input']} in, {report['kept']} kept ({len(train)} train, {len(test)} test); dropped: {drops or 'none'}")

@@ -2,23 +2,24 @@
 
     python -m stages.download
 
-Sources (params `download.source`): `hub` (`datasets.load_dataset(dataset, data_dir=<subset>)`, revision
-pinned by `download.revision`), `local` (a folder laid out like Anthropic's repository:
-`<subset>/<split>.jsonl.gz`), or `synthetic` (the built-in generator, the offline default).
+Sources (params `download.source`): `hub` (Anthropic's `<subset>/<split>.jsonl.gz` files at the commit pinned by
+`download.revision`, through the Hugging Face cache: works offline from a cache filled beforehand), `local` (a folder
+laid out like Anthropic's repository), or `synthetic` (the built-in generator, the offline default).
 Lines that cannot be read as a pair are kept with an `error` field, so `clean` counts them: nothing is lost.
 Writes data/raw/pairs.jsonl and data/raw/manifest.json.
 """
 from __future__ import annotations
 
-import gzip
 import json
 import random
 import zlib
 from pathlib import Path
+from typing import Iterator
 
 from stages.core import params as P
-from stages.core import synthetic
-from stages.core.io import StageError, fail_cleanly, sha256_file, write_json, write_jsonl
+from stages.core import hub, synthetic
+from stages.core.io import (StageError, fail_cleanly, open_input, sha256_file, unicode_problem, write_json,
+                            write_jsonl)
 from stages.core.runinfo import run_info
 
 OUT_DIR = Path("data/raw")
@@ -33,42 +34,67 @@ def _record(subset: str, split: str, line: int, obj: object) -> dict:
             return rec | {"error": f"missing field '{field}'"}
         if not isinstance(obj[field], str):
             return rec | {"error": f"field '{field}' is {type(obj[field]).__name__}, not a string"}
+        bad = unicode_problem(obj[field])
+        if bad:
+            return rec | {"error": f"field '{field}': {bad}"}
     return rec | {"chosen": obj["chosen"], "rejected": obj["rejected"]}
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of a `.jsonl` or `.jsonl.gz` file. The gzip stream is decompressed as it is read, so a
+    file cut short (or corrupt) is an error naming the first line it could not give, not the first line of a block."""
+    with open_input(path, "rb") as fh:
+        if path.suffix != ".gz":
+            yield from enumerate(fh, 1)
+            return
+        stream = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer (CRC-32, length) checked
+        pending, line = b"", 0
+        while True:
+            chunk = fh.read(1 << 16)
+            try:
+                data = stream.decompress(chunk) if chunk else stream.flush()
+                while stream.eof and stream.unused_data:  # a file made of several gzip members
+                    rest, stream = stream.unused_data, zlib.decompressobj(wbits=31)
+                    data += stream.decompress(rest)
+            except zlib.error as exc:
+                raise StageError(f"{path}: line {line + 1}: the gzip stream is corrupt ({exc})") from None
+            *complete, pending = (pending + data).split(b"\n")
+            for raw in complete:
+                line += 1
+                yield line, raw
+            if not chunk:
+                break
+        if not stream.eof:
+            raise StageError(f"{path}: line {line + 1}: the gzip stream is truncated (the file was cut short)")
+        if pending:
+            yield line + 1, pending
 
 
 def read_local_file(path: Path, subset: str, split: str) -> list[dict]:
     """Every line of one `<split>.jsonl.gz` (or `.jsonl`) file as a record; unreadable files are fatal."""
-    opener = gzip.open if path.suffix == ".gz" else open
     rows: list[dict] = []
-    line = 0
-    try:
-        with opener(path, "rb") as fh:
-            for line, raw in enumerate(fh, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    rows.append(_record(subset, split, line, None) | {"error": f"not UTF-8 ({exc.reason} at byte {exc.start})"})
-                    continue
-                if not text.strip():
-                    rows.append(_record(subset, split, line, None) | {"error": "blank line"})
-                    continue
-                try:
-                    obj = json.loads(text)
-                except json.JSONDecodeError as exc:
-                    rows.append(_record(subset, split, line, None) | {"error": f"not valid JSON ({exc.msg})"})
-                    continue
-                rows.append(_record(subset, split, line, obj))
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise StageError(f"{path}: line {line + 1}: the gzip stream is truncated or corrupt ({exc})") from None
+    for line, raw in numbered_lines(path):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            rows.append(_record(subset, split, line, None) | {"error": f"not UTF-8 ({exc.reason} at byte {exc.start})"})
+            continue
+        if not text.strip():
+            rows.append(_record(subset, split, line, None) | {"error": "blank line"})
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            rows.append(_record(subset, split, line, None) | {"error": f"not valid JSON ({exc.msg})"})
+            continue
+        rows.append(_record(subset, split, line, obj))
     if not rows:
         raise StageError(f"{path}: the file holds no lines")
     return rows
 
 
-def _local(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
-    root = Path(p.dataset)
-    if not root.is_dir():
-        raise StageError(f"{root}: data directory not found (download.dataset)")
+def read_folder(root: Path, p: P.DownloadParams, origin: str = "") -> tuple[list[dict], list[dict]]:
+    """Every `<subset>/<split>.jsonl.gz` (or `.jsonl`) file of a folder laid out like Anthropic's repository."""
     rows, files = [], []
     for subset in p.subsets:
         for split in p.splits:
@@ -76,30 +102,29 @@ def _local(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
             if path is None:
                 raise StageError(f"{root / subset / f'{split}.jsonl.gz'}: file not found (subset '{subset}', split '{split}')")
             file_rows = read_local_file(path, subset, split)
-            files.append({"subset": subset, "split": split, "path": str(path), "sha256": sha256_file(path),
-                          "lines": len(file_rows)})
+            files.append({"subset": subset, "split": split, "path": origin + str(path.relative_to(root)) if origin
+                          else str(path), "sha256": sha256_file(path), "lines": len(file_rows)})
             rows.extend(file_rows)
     return rows, files
+
+
+def _local(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
+    root = Path(p.dataset)
+    if not root.is_dir():
+        raise StageError(f"{root}: data directory not found (download.dataset)")
+    return read_folder(root, p)
 
 
 def _hub(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
-    from datasets import load_dataset
-    from huggingface_hub import HfApi
-
-    try:
-        revision = HfApi().dataset_info(p.dataset, revision=p.revision).sha
-    except Exception as exc:  # offline, or no such dataset
-        raise StageError(f"{p.dataset}: cannot reach the dataset on the hub ({type(exc).__name__}); "
-                         "use download.source: local with a copy of the data") from None
-    rows, files = [], []
-    for subset in p.subsets:
-        for split in p.splits:
-            ds = load_dataset(p.dataset, data_dir=subset, split=split, revision=revision)
-            file_rows = [_record(subset, split, i, obj) for i, obj in enumerate(ds, 1)]
-            files.append({"subset": subset, "split": split, "path": f"hf://datasets/{p.dataset}/{subset}",
-                          "revision": revision, "fingerprint": ds._fingerprint, "lines": len(file_rows)})
-            rows.extend(file_rows)
-    return rows, files
+    """The same files from the hub repository at the pinned commit, through the Hugging Face cache (offline: from
+    a cache filled beforehand; README)."""
+    patterns = [f"{subset}/{split}.jsonl.gz" for subset in p.subsets for split in p.splits]
+    folder = hub.snapshot(p.dataset, p.revision, patterns, repo_type="dataset")
+    missing = [x for x in patterns if not (folder / x).exists()]
+    if missing:
+        raise hub.incomplete(p.dataset, folder.name, f"no {missing[0]}", patterns, repo_type="dataset")
+    rows, files = read_folder(folder, p, origin=f"hf://datasets/{p.dataset}@{folder.name}/")
+    return rows, [f | {"revision": folder.name} for f in files]
 
 
 def _synthetic(p: P.DownloadParams, seed: int) -> tuple[list[dict], list[dict]]:

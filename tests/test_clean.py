@@ -29,12 +29,14 @@ def test_each_rule_is_counted():
         pair("long?", "word " * 700, "short", i=8),
         pair("ok?", "Yes, here is a good answer.", "No.", i=9),  # duplicate of 1
         pair("What is the capital of France?", "Paris.", "Berlin.", i=10),
+        pair("ends?", "Sure.\n\nHuman: and another question", "No.", i=11),  # the last turn is the human's
     ]
     eval_prompts = ["\n\nHuman: What is the capital of France?\n\nAssistant:"]
     kept, report = clean.clean(recs, p, eval_prompts)
     assert [k["id"] for k in kept] == ["s/train/1"]
-    assert report["dropped"] == {"malformed": 2, "prompt_mismatch": 1, "empty_response": 1, "identical_responses": 1,
-                                 "near_duplicate": 1, "too_long": 1, "duplicate_pair": 1, "eval_leak": 1}
+    assert report["dropped"] == {"malformed": 2, "prompt_mismatch": 1, "ends_with_human_turn": 1, "empty_response": 1,
+                                 "identical_responses": 1, "near_duplicate": 1, "too_long": 1, "duplicate_pair": 1,
+                                 "eval_leak": 1}
     assert report["input"] == report["kept"] + sum(report["dropped"].values())
     assert report["examples"]["malformed"] == ["s/train/2", "s/train/3"]
 

@@ -43,16 +43,76 @@ def test_local_source_keeps_unreadable_lines_as_errors(in_tmp):
     assert manifest["unreadable_lines"] == 4
 
 
-def test_truncated_gzip_is_a_one_line_error(in_tmp, capsys):
+def _random_lines(n: int) -> list[bytes]:
+    """Lines that do not compress away, so a cut in the file lands among them."""
+    import random
+
+    rng = random.Random(0)
+    return [json.dumps({"chosen": GOOD["chosen"] + " " + "".join(rng.choices("abcdefghij", k=200)),
+                        "rejected": GOOD["rejected"]}).encode() for _ in range(n)]
+
+
+def test_truncated_gzip_names_the_line_where_it_broke(in_tmp, capsys):
     root = in_tmp / "hh"
     path = root / "harmless-base" / "test.jsonl.gz"
-    _write_gz(path, [json.dumps(GOOD).encode()] * 200)
-    path.write_bytes(path.read_bytes()[:-40])
+    _write_gz(path, _random_lines(2000))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # cut half-way: about line 1000, never "line 1"
     _local_params(in_tmp, root)
     with pytest.raises(SystemExit):
         download.main()
     err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "test.jsonl.gz" in err and "truncated" in err and "line" in err
+    assert err.count("\n") == 0 and "test.jsonl.gz" in err and "truncated" in err
+    line = int(err.split(": line ")[1].split(":")[0])
+    assert 800 < line < 1200
+    assert not (in_tmp / "data/raw/pairs.jsonl").exists()  # nothing written
+
+
+def test_corrupt_gzip_is_a_one_line_error(in_tmp, capsys):
+    root = in_tmp / "hh"
+    path = root / "harmless-base" / "test.jsonl.gz"
+    _write_gz(path, _random_lines(300))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the CRC or the deflate stream breaks
+    path.write_bytes(bytes(data))
+    _local_params(in_tmp, root)
+    with pytest.raises(SystemExit):
+        download.main()
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "corrupt" in err and ": line " in err
+
+
+def test_lone_surrogate_is_a_counted_malformed_line(in_tmp):
+    """Valid JSON ("\\ud800"), but no UTF-8 file can hold it: writing it raised UnicodeEncodeError."""
+    root = in_tmp / "hh"
+    bad = b'{"chosen": "\\n\\nHuman: hi\\ud800\\n\\nAssistant: yo", "rejected": "\\n\\nHuman: hi\\n\\nAssistant: no"}'
+    _write_gz(root / "harmless-base" / "test.jsonl.gz", [json.dumps(GOOD).encode(), bad])
+    _local_params(in_tmp, root)
+    download.main()
+    rows = read_jsonl("data/raw/pairs.jsonl")
+    assert len(rows) == 2 and "lone surrogate \\ud800" in rows[1]["error"] and "chosen" in rows[1]["error"]
+
+
+def test_a_folder_named_like_the_data_file_and_an_unreadable_file(in_tmp, monkeypatch):
+    root = in_tmp / "hh"
+    (root / "harmless-base" / "test.jsonl.gz").mkdir(parents=True)
+    _local_params(in_tmp, root)
+    with pytest.raises(StageError) as exc:
+        download.main.__wrapped__()
+    assert str(exc.value) == f"{root / 'harmless-base' / 'test.jsonl.gz'}: is a folder, not a file"
+    (root / "harmless-base" / "test.jsonl.gz").rmdir()
+    _write_gz(root / "harmless-base" / "test.jsonl.gz", [json.dumps(GOOD).encode()])
+
+    def denied(path, *a, **k):  # chmod 000 does not stop root, which CI runs as
+        raise PermissionError(13, "Permission denied", str(path))
+
+    from stages.core import io as sio
+
+    monkeypatch.setattr(sio, "open", denied, raising=False)
+    with pytest.raises(StageError) as exc:
+        download.main.__wrapped__()
+    assert str(exc.value) == f"{root / 'harmless-base' / 'test.jsonl.gz'}: permission denied (cannot read it)"
+    assert not (in_tmp / "data/raw/pairs.jsonl").exists()
 
 
 def test_empty_file_and_missing_paths_are_errors(in_tmp):

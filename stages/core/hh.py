@@ -32,6 +32,11 @@ def split_transcript(text: str) -> tuple[str, str]:
     return prompt, response[1:] if response.startswith(" ") else response
 
 
+def join(prompt: str, response: str) -> str:
+    """The transcript a (prompt, response) pair came from: split_transcript's inverse."""
+    return f"{prompt} {response}" if response else prompt
+
+
 def turns(text: str) -> list[tuple[str, str]]:
     """[(speaker, utterance), ...] of a transcript."""
     parts = _TURN.split(text)

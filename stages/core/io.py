@@ -65,12 +65,57 @@ def write_text(path: str | Path, text: str) -> None:
     _atomic_text(Path(path), text)
 
 
+def write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def open_input(path: str | Path, mode: str = "r"):
+    """open() for a stage's input, with a one-line error for what a user can fix: a missing file, a folder where a
+    file should be, a file the stage may not read."""
+    path = Path(path)
+    try:
+        return open(path, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+    except FileNotFoundError:
+        raise StageError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise StageError(f"{path}: is a folder, not a file") from None
+    except PermissionError:
+        raise StageError(f"{path}: permission denied (cannot read it)") from None
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text input, read whole; undecodable bytes are an error naming the line."""
+    with open_input(path, "rb") as fh:
+        data = fh.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise StageError(f"{path}: line {line}: not UTF-8 ({exc.reason})") from None
+
+
+def unicode_problem(text: str) -> str | None:
+    """Valid JSON can hold a lone surrogate ("\\ud800"), which no UTF-8 file can: say where, or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"lone surrogate \\u{ord(text[exc.start]):04x} at character {exc.start} (not valid Unicode)"
+    return None
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
-    if not path.exists():
-        raise StageError(f"{path}: file not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise StageError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
 
@@ -78,9 +123,7 @@ def read_json(path: str | Path) -> Any:
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield (line number, object); a bad line is a StageError naming file and line."""
     path = Path(path)
-    if not path.exists():
-        raise StageError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as fh:
+    with open_input(path) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
