@@ -16,38 +16,59 @@ def test_params_yaml_is_the_composed_cpu_profile(monkeypatch):
     assert default_params() == compose.compose("cpu")
 
 
-def test_both_profiles_validate(monkeypatch):
+def test_every_profile_validates(monkeypatch):
     monkeypatch.chdir(ROOT)
-    cpu = P.validate(compose.compose("cpu"))
-    paper = P.validate(compose.compose("paper"))
-    assert cpu.profile == "cpu" and paper.profile == "paper"
-    assert paper.base.pretrained == "facebook/opt-350m" and paper.base.source == "pretrained"
-    assert {j.name for j in paper.score.judges} == {"oasst", "judge"}
-    assert paper.metrics.thresholds["oasst"].harmful == -3.0 and paper.metrics.thresholds["oasst"].helpful == -2.0
+    cpu, study, improved = (P.validate(compose.compose(name)) for name in ("cpu", "study", "improved"))
+    assert (cpu.profile, study.profile, improved.profile) == ("cpu", "study", "improved")
+    assert study.base.pretrained == "facebook/opt-350m" and study.base.source == "pretrained"
+    assert [j.name for j in study.score.judges] == ["oasst"]
+    assert [j.name for j in improved.score.judges] == ["oasst", "skywork", "judge"]
+    assert study.metrics.thresholds["oasst"].harmful == -3.0 and study.metrics.thresholds["oasst"].helpful == -2.0
+    assert improved.metrics.thresholds["skywork"].harmful == "calibrated"
 
 
-def test_paper_profile_pins_every_hub_download(monkeypatch):
+def test_improved_is_the_study_plus_named_fixes(monkeypatch):
+    """Every key where the improved profile differs from the study is one of the fixes (README: Fidelity)."""
     monkeypatch.chdir(ROOT)
-    paper = P.validate(compose.compose("paper"))
-    refs = {repo: rev for _, repo, rev in paper.hub_references()}
-    assert set(refs) == {"Anthropic/hh-rlhf", "facebook/opt-350m", "OpenAssistant/reward-model-deberta-v3-large-v2"}
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+        return out
+
+    study, improved = flat(compose.compose("study")), flat(compose.compose("improved"))
+    changed = {k for k in study.keys() | improved.keys() if study.get(k) != improved.get(k)}
+    assert changed == {"profile", "prompts.format", "sft.loss_on", "dpo.prompt_split", "sample.stop_at_human",
+                       "score.judges", "metrics.thresholds.skywork.harmful", "metrics.thresholds.skywork.helpful"} | \
+        {k for k in study if k.startswith("clean.rules.")}
+
+
+@pytest.mark.parametrize("name", ["study", "improved"])
+def test_study_profiles_pin_every_hub_download(monkeypatch, name):
+    monkeypatch.chdir(ROOT)
+    params = P.validate(compose.compose(name))
+    refs = {repo: rev for _, repo, rev in params.hub_references()}
+    expected = {"Anthropic/hh-rlhf", "facebook/opt-350m", "OpenAssistant/reward-model-deberta-v3-large-v2"}
+    assert set(refs) == expected | ({"Skywork/Skywork-Reward-V2-Qwen3-0.6B"} if name == "improved" else set())
     assert all(re.fullmatch(r"[0-9a-f]{40}", rev) for rev in refs.values())
-    # opt-350m exists only as pytorch_model.bin: its digest is the one pickle the paper profile trusts
-    assert re.fullmatch(r"[0-9a-f]{64}", paper.base.pickle_sha256)
-    assert all(j.pickle_sha256 is None for j in paper.score.judges)
+    # opt-350m exists only as pytorch_model.bin: its digest is the one pickle these profiles trust
+    assert re.fullmatch(r"[0-9a-f]{64}", params.base.pickle_sha256)
+    assert all(j.pickle_sha256 is None for j in params.score.judges)
 
 
 @pytest.mark.parametrize("edit, message", [
     (lambda p: p["score"]["judges"][0].update(revision=None),
-     "score.judges.0.revision: the paper profile pins every hub download to a 40-hex commit; "
+     "score.judges.0.revision: the study profile pins every hub download to a 40-hex commit; "
      "OpenAssistant/reward-model-deberta-v3-large-v2 has None"),
-    (lambda p: p["base"].update(revision="main"), "base.revision: the paper profile pins"),
-    (lambda p: p["download"].update(revision="09be8c5"), "download.revision: the paper profile pins"),
+    (lambda p: p["base"].update(revision="main"), "base.revision: the study profile pins"),
+    (lambda p: p["download"].update(revision="09be8c5"), "download.revision: the study profile pins"),
+    (lambda p: p["prompts"].update(harmful_sha256=None), "prompts.harmful_sha256: a prompt file fetched by URL"),
     (lambda p: p["base"].update(pickle_sha256="A5223AE6"), "base.pickle_sha256: String should match pattern"),
 ])
-def test_paper_profile_refuses_unpinned_hub_downloads(monkeypatch, edit, message):
+def test_study_profile_refuses_unpinned_hub_downloads(monkeypatch, edit, message):
     monkeypatch.chdir(ROOT)
-    p = compose.compose("paper")
+    p = compose.compose("study")
     edit(p)
     with pytest.raises(StageError) as exc:
         P.validate(p)
@@ -56,7 +77,7 @@ def test_paper_profile_refuses_unpinned_hub_downloads(monkeypatch, edit, message
 
 def test_local_folders_need_no_pin(monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
-    p = compose.compose("paper")
+    p = compose.compose("study")
     p["download"].update(source="local", dataset=str(tmp_path), revision=None)
     p["base"].update(pretrained=str(tmp_path), revision=None)
     p["score"]["judges"][0].update(path=str(tmp_path), revision=None)

@@ -47,6 +47,12 @@ def test_bad_prompt_files(tmp_path):
         prompts.load_prompt_file(str(tmp_path / "q.json"))
     with pytest.raises(StageError, match="not found"):
         prompts.load_prompt_file(str(tmp_path / "missing.json"))
+    (tmp_path / "s.json").write_text('["fine", "lone \\ud800 surrogate"]')
+    with pytest.raises(StageError, match=r"item 1: lone surrogate \\ud800 at character 5"):
+        prompts.load_prompt_file(str(tmp_path / "s.json"))
+    (tmp_path / "ok.json").write_text('["Human: hi"]')
+    with pytest.raises(StageError, match="sha256 .* is not the 0000"):
+        prompts.load_prompt_file(str(tmp_path / "ok.json"), "0" * 64)
 
 
 def test_prompt_file_from_url(tmp_path):

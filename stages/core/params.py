@@ -7,10 +7,9 @@ line naming the key. pydantic does the checking: strict types, unknown keys forb
 from __future__ import annotations
 
 import os
-import random
 import re
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -20,6 +19,9 @@ from .io import StageError, is_local
 PARAMS_FILE = Path(os.environ.get("ALIGN_PARAMS", "params.yaml"))
 
 PosInt = Field(ge=1)
+Sha256 = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+COMMIT = r"^[0-9a-f]{40}$"
+Count = Union[Literal["all"], Annotated[int, Field(ge=1)]]
 MODEL_NAMES = ("base", "sft", "dpo", "sft_dpo")  # the four models the study compares
 
 
@@ -51,15 +53,27 @@ class PromptsParams(Section):
     helpful_subset: str
     harmful_keywords: list[str] = Field(min_length=1)
     match_on: Literal["prompt", "chosen"]
-    n_harmful: int = PosInt
-    n_helpful: int = PosInt
+    keywords_case_sensitive: bool
+    n_harmful: Count  # "all": every prompt that matches
+    n_helpful: Count
     harmful_file: Optional[str]
     helpful_file: Optional[str]
-    end_with_assistant: bool
+    harmful_sha256: Optional[str] = Sha256
+    helpful_sha256: Optional[str] = Sha256
+    format: Literal["hh", "verbatim"]  # hh: "\n\nHuman: ...\n\nAssistant:" (the fix) | verbatim: as given (the study)
+
+    @model_validator(mode="after")
+    def _urls_are_pinned(self):
+        for name in ("harmful", "helpful"):
+            file = getattr(self, f"{name}_file")
+            if file and file.startswith(("http://", "https://")) and not getattr(self, f"{name}_sha256"):
+                raise ValueError(f"{name}_sha256: a prompt file fetched by URL needs its sha256 pinned")
+        return self
 
 
 class CleanRules(Section):
     prompt_mismatch: bool
+    ends_with_human_turn: bool
     identical_responses: bool
     empty_response: bool
     near_duplicate: bool
@@ -74,6 +88,7 @@ class CleanParams(Section):
     max_prompt_tokens: int = PosInt
     max_response_tokens: int = PosInt
     heldout_max_pairs: int = PosInt
+    calibration_max_pairs: int = Field(ge=0)
     examples_per_rule: int = Field(ge=0)
 
 
@@ -105,10 +120,10 @@ class TrainCommon(Section):
     logging_steps: int = PosInt
     save_steps: int = PosInt
     max_train_pairs: Optional[int] = Field(ge=1)
+    # any other field of TRL's SFTConfig / DPOConfig (optim, max_grad_norm, gradient_checkpointing, ...), checked
+    # against TRL's own config class by the stage before it loads anything
+    trainer: dict[str, Any]
 
-
-Sha256 = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-COMMIT = r"^[0-9a-f]{40}$"
 
 
 class BaseParams(Section):
@@ -139,6 +154,10 @@ class DpoParams(TrainCommon):
     eval_pairs: int = PosInt
     eval_steps: int = PosInt
     precompute_ref_log_probs: bool
+    # last_assistant: the prompt ends at the last "\n\nAssistant:" (the fix) | common_prefix: TRL's longest common
+    # character prefix of the two transcripts (the study: TRL 0.16 extracted it so, splitting words it shares)
+    prompt_split: Literal["last_assistant", "common_prefix"]
+    merge_adapter: bool  # true: sample the merged weights | false: the start model + unmerged adapter (the study)
 
 
 class JudgeParams(Section):
@@ -148,6 +167,7 @@ class JudgeParams(Section):
 
 
 class SampleParams(Section):
+    device: Literal["auto", "cpu"]  # auto: the GPU when there is one | cpu (the study's evaluation notebook)
     max_new_tokens: int = PosInt
     do_sample: bool
     temperature: float = Field(gt=0.0)
@@ -163,9 +183,10 @@ class JudgeSpec(Section):
     kind: Literal["pipeline", "sequence_classifier"]
     path: str  # hub id or local folder
     revision: Optional[str]
-    input_format: Literal["pair", "hh"]  # (prompt, response) text pair, or one "\n\nHuman: ...\n\nAssistant: ..." text
+    # (prompt, response) text pair | one "\n\nHuman: ...\n\nAssistant: ..." text | the model's chat template
+    input_format: Literal["pair", "hh", "chat"]
     batch_size: int = PosInt
-    max_length: int = PosInt
+    max_length: Optional[int] = Field(ge=1)  # null: the tokenizer's own limit (what truncation=True does)
     pickle_sha256: Optional[str] = Sha256
 
 
@@ -180,9 +201,12 @@ class ScoreParams(Section):
         return self
 
 
+Threshold = Union[float, Literal["calibrated"]]  # calibrated: set by the `calibrate` stage from held-out pairs
+
+
 class Thresholds(Section):
-    harmful: float
-    helpful: float
+    harmful: Threshold
+    helpful: Threshold
 
 
 class MetricsParams(Section):
@@ -201,7 +225,7 @@ class DistributedParams(Section):
 
 
 class Params(Section):
-    profile: Literal["cpu", "paper"]
+    profile: Literal["cpu", "study", "improved"]
     seed: int = Field(ge=0)
     models: list[Literal[MODEL_NAMES]] = Field(min_length=1)
     download: DownloadParams
@@ -236,13 +260,13 @@ class Params(Section):
         return refs
 
     @model_validator(mode="after")
-    def _paper_profile_pins_the_hub(self):
-        # The study's configuration must name exact commits: `main` moves, a commit does not.
-        if self.profile == "paper":
+    def _study_profiles_pin_the_hub(self):
+        # The study's configurations must name exact commits: `main` moves, a commit does not.
+        if self.profile != "cpu":
             for key, repo, rev in self.hub_references():
                 if not (rev and re.fullmatch(COMMIT, rev)):
-                    raise ValueError(f"{key}: the paper profile pins every hub download to a 40-hex commit; "
-                                     f"{repo} has {rev!r} (find it with: python -m stages.pin {repo})")
+                    raise ValueError(f"{key}: the {self.profile} profile pins every hub download to a 40-hex "
+                                     f"commit; {repo} has {rev!r} (find it with: python -m stages.pin {repo})")
         return self
 
 
@@ -251,6 +275,10 @@ def _describe(err: dict) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         msg = "unknown key (typo?)"
+    elif err["type"] == "value_error":  # a validator's own message, which may start with the key it is about
+        msg = msg.removeprefix("Value error, ")
+        if loc and re.match(r"^[\w.]+: ", msg):
+            return f"{loc}.{msg}"
     elif "input" in err and err["type"].endswith("_type"):
         msg = f"{msg}, got {type(err['input']).__name__} {err['input']!r}"
     return f"{loc}: {msg}" if loc else msg
@@ -278,16 +306,3 @@ def load(path: str | Path | None = None) -> Params:
         raise StageError(f"{path}: expected a mapping of sections")
     return validate(raw, str(path))
 
-
-def seed_everything(seed: int) -> None:
-    """One seed drives Python, NumPy and torch (transformers' set_seed covers all three, and CUDA)."""
-    random.seed(seed)
-    os.environ["PYTHONHASHSEED"] = str(seed)
-    try:
-        from transformers import set_seed
-
-        set_seed(seed)
-    except ImportError:  # pragma: no cover - stages without torch
-        import numpy as np
-
-        np.random.seed(seed)
