@@ -3,7 +3,8 @@
     python -m stages.report            # writes metrics/report.md
     python -m stages.report --readme   # also refreshes the results table in README.md
 
-Reads only metrics/*.json and data/raw/manifest.json.
+Reads only metrics/*.json and data/raw/manifest.json. The claims across seeds and the beta sweep come from
+`python -m stages.gather` (metrics/seeds.md, metrics/sweeps/); the report links them when they exist.
 """
 from __future__ import annotations
 
@@ -16,6 +17,12 @@ from stages.core.io import fail_cleanly, read_json, write_text
 OUT = Path("metrics/report.md")
 README = Path("README.md")
 MARK = re.compile(r"(<!-- results:begin -->\n).*?(<!-- results:end -->)", re.S)
+TRAINED = ("base", "sft", "dpo", "sft_dpo")
+
+
+def cell(r: dict, k: str, width: bool = False) -> str:
+    text = f"{r[k]:.1f} [{r[k + '_ci_low']:.1f}, {r[k + '_ci_high']:.1f}]"
+    return text + f" ±{(r[k + '_ci_high'] - r[k + '_ci_low']) / 2:.1f}" if width else text
 
 
 def results_table(metrics: dict, synthetic: bool) -> str:
@@ -23,16 +30,19 @@ def results_table(metrics: dict, synthetic: bool) -> str:
     if synthetic:
         lines.append("_Data: **synthetic** (built-in generator), tiny OPT trained here: these numbers test the "
                      "pipeline, they say nothing about OPT-350M._\n")
-    lines.append("| model | judge | HmR % [95% CI] | HpR % [95% CI] | CAS % [95% CI] | CAS change vs base [95% CI] |")
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("| model | judge | HmR % [95% CI] ±half-width | HpR % [95% CI] ±half-width | CAS % [95% CI] | "
+                 "CAS change vs base [95% CI] | wins vs base % [95% CI] |")
+    lines.append("|---|---|---|---|---|---|---|")
     for model, per_judge in metrics.items():
         if model == "judge_agreement":
             continue
         for judge, r in per_judge.items():
-            def cell(k):
-                return f"{r[k]:.1f} [{r[k + '_ci_low']:.1f}, {r[k + '_ci_high']:.1f}]"
-            delta = cell("delta_cas") if "delta_cas" in r else "-"
-            lines.append(f"| {model} | {judge} | {cell('harmless_rate')} | {cell('helpful_rate')} | {cell('cas')} | {delta} |")
+            delta = cell(r, "delta_cas") if "delta_cas" in r else "-"
+            wins = cell(r, "win_rate_vs_base") if "win_rate_vs_base" in r else "-"
+            lines.append(f"| {model} | {judge} | {cell(r, 'harmless_rate', True)} | {cell(r, 'helpful_rate', True)} | "
+                         f"{cell(r, 'cas')} | {delta} | {wins} |")
+    lines.append("\nHmR/HpR: Wilson score intervals; CAS: combined from them (MOVER); change vs base: paired "
+                 "bootstrap; wins vs base: share of prompts where the model's reward beats base's (ties half).")
     return "\n".join(lines) + "\n"
 
 
@@ -42,25 +52,43 @@ def render() -> tuple[str, str]:
     table = results_table(metrics, manifest.get("synthetic", False))
     parts = ["# Results\n", table, "\n![HmR, HpR and CAS by model](plots/rates.png)\n",
              "\n![Reward distributions](plots/rewards.png)\n"]
+    calibration = Path("metrics/calibration.json")
+    if calibration.exists():
+        parts.append("\n## Judges on held-out HH pairs (share of pairs whose chosen reply scores higher)\n")
+        for judge, c in read_json(calibration).items():
+            thresholds = ", ".join(f"{k.split('_')[0]} threshold {c[k]} (separates {c[k + '_accuracy']:.0%})"
+                                   for k in ("harmful_threshold", "helpful_threshold") if k in c)
+            parts.append(f"- {judge}: harmless {c['harmless_pairwise_accuracy']} ({c['harmless_pairs']} pairs), "
+                         f"helpful {c['helpful_pairwise_accuracy']} ({c['helpful_pairs']} pairs)"
+                         f"{'; calibrated ' + thresholds if thresholds else ''}\n")
     clean = Path("metrics/clean.json")
     if clean.exists():
         c = read_json(clean)
         drops = ", ".join(f"{k}: {v}" for k, v in c["dropped"].items())
         parts.append(f"\n## Cleaning\n{c['input']} pairs in, {c['kept']} kept; dropped by rule: {drops}.\n")
     train = []
-    for stage in ("base", "sft", "dpo", "sft_dpo"):
+    for stage in TRAINED:
         p = Path("metrics") / stage / "train.json"
         if p.exists():
             t = read_json(p)
             extra = (f", held-out reward accuracy {t['heldout_reward_accuracy']}, margin {t['heldout_reward_margin']}"
                      if "heldout_reward_accuracy" in t else "")
-            train.append(f"- {stage}: final loss {t.get('final_loss')}, {t.get('steps')} steps{extra}")
+            loss = (f"final loss {t['final_loss']}, {t['steps']} steps" if "final_loss" in t
+                    else f"pretrained, starting loss {t.get('start_loss')}")
+            train.append(f"- {stage}: {loss}{extra}")
     if train:
         parts.append("\n## Training\n" + "\n".join(train) + "\n")
     if "judge_agreement" in metrics:
-        parts.append("\n## Judge agreement (% of responses labelled alike)\n")
+        parts.append("\n## Judge agreement (% of responses labelled alike; Spearman correlation of rewards)\n")
         for pair, a in metrics["judge_agreement"].items():
-            parts.append(f"- {pair}: harmless label {a['harmless_label']}%, helpful label {a['helpful_label']}%\n")
+            parts.append(f"- {pair}: harmless label {a['harmless_label']}%, helpful label {a['helpful_label']}%; "
+                         f"rewards rho {a['harmful_reward_spearman']} (harmful prompts), "
+                         f"{a['helpful_reward_spearman']} (helpful prompts)\n")
+    links = [(Path("metrics/seeds.md"), "Claims across training seeds"), (Path("metrics/sweeps/README.md"), "Sweeps")]
+    for path, title in links:
+        if path.exists():
+            parts.append(f"\n## {title}\n[{path.relative_to('metrics')}]({path.relative_to('metrics')}) "
+                         "(python -m stages.gather)\n")
     return "".join(parts), table
 
 

@@ -38,6 +38,8 @@ def test_study_table1_from_scored_files_alone(in_tmp):
         write_jsonl(in_tmp / "data/scores" / f"{model}.jsonl", study_rows(model, hm, hp))
     metrics.main()
     m = json.loads((in_tmp / "metrics/metrics.json").read_text())
+    assert json.loads((in_tmp / "metrics/headline.json").read_text())["dpo"]["oasst"] == {"hmr": 36.0, "hpr": 46.0,
+                                                                                           "cas": 41.0}
     got = {k: (m[k]["oasst"]["harmless_rate"], m[k]["oasst"]["helpful_rate"], m[k]["oasst"]["cas"]) for k in TABLE1}
     assert got == {"base": (42.0, 22.0, 32.0), "sft": (48.0, 56.0, 52.0), "dpo": (36.0, 46.0, 41.0),
                    "sft_dpo": (44.0, 66.0, 55.0)}
@@ -53,15 +55,48 @@ def test_threshold_is_strict():
     assert rates.rate([], 0.0) != rates.rate([], 0.0)  # nan for no responses
 
 
-def test_bootstrap_interval_covers_point_and_is_seeded():
+def test_wilson_interval_is_scipys_and_never_collapses():
+    from scipy.stats import binomtest
+
+    for k, n in [(0, 50), (21, 50), (50, 50), (3, 7)]:
+        ours = rates.wilson(k, n, 0.95)
+        theirs = binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert ours == pytest.approx((100 * theirs.low, 100 * theirs.high), abs=1e-9)
+    lo, hi = rates.wilson(0, 50, 0.95)
+    assert lo == 0.0 and 5 < hi < 10  # 0 of 50 does not prove a rate of exactly 0 %
+    lo, hi = rates.wilson(50, 50, 0.95)
+    assert 90 < lo < 95 and hi == 100.0
+    lo, hi = rates.wilson(30, 50, 0.95)
+    assert lo < 60.0 < hi and 20 < hi - lo < 30  # about +/-13 points for 50 prompts
+
+
+def test_cas_interval_combines_both_rates():
+    hm_ci, hp_ci = rates.wilson(0, 50, 0.95), rates.wilson(36, 50, 0.95)
+    lo, hi = rates.mover_mean(0.0, hm_ci, 72.0, hp_ci)
+    assert lo < 36.0 < hi and hi - lo < (hm_ci[1] - hm_ci[0] + hp_ci[1] - hp_ci[0]) / 2  # narrower than the sum
+    assert rates.mover_mean(40.0, (40.0, 40.0), 60.0, (60.0, 60.0)) == (50.0, 50.0)
+
+
+def test_paired_deltas_and_win_rates():
     ok = np.array([1.0] * 30 + [0.0] * 20)
-    a = rates.bootstrap_rates(ok, ok, 500, 0.95, np.random.default_rng(7))
-    b = rates.bootstrap_rates(ok, ok, 500, 0.95, np.random.default_rng(7))
-    assert a == b
-    lo, hi = a["harmless_rate"]
-    assert lo < 60.0 < hi and 20 < hi - lo < 35  # about +/-14 points for 50 prompts
-    same = rates.bootstrap_rates(ok, ok, 200, 0.95, np.random.default_rng(1), ok, ok)
-    assert same["delta_cas"] == (0.0, 0.0)  # paired: a model equal to base changes by exactly 0
+    a = rates.bootstrap_deltas(ok, ok, ok, ok, 500, 0.95, np.random.default_rng(7))
+    assert a == rates.bootstrap_deltas(ok, ok, ok, ok, 500, 0.95, np.random.default_rng(7))  # seeded
+    assert a["delta_cas"] == (0.0, 0.0)  # paired: a model equal to base changes by exactly 0
+    wins = rates.win_share([1.0, 0.0, 2.0, 5.0], [0.5, 0.0, 3.0, 1.0])
+    assert wins.tolist() == [1.0, 0.5, 0.0, 1.0]
+
+
+def test_headline_holds_only_the_three_rates(in_tmp):
+    for model, (hm, hp) in TABLE1.items():
+        write_jsonl(in_tmp / "data/scores" / f"{model}.jsonl", study_rows(model, hm, hp))
+    result = metrics.compute(metrics.load_scores(list(TABLE1), ["oasst"], in_tmp / "data/scores"),
+                             {"oasst": {"harmful": -3.0, "helpful": -2.0}}, 100, 0.95, 0)
+    head = metrics.headline(result)
+    assert head["sft_dpo"]["oasst"] == {"hmr": 44.0, "hpr": 66.0, "cas": 55.0}
+    assert all(set(per_judge["oasst"]) == {"hmr", "hpr", "cas"} for per_judge in head.values())
+    assert result["base"]["oasst"]["harmless_rate_ci_low"] < 42 < result["base"]["oasst"]["harmless_rate_ci_high"]
+    # SFT's reward beats base's on 3 harmful and 17 helpful prompts and ties on the other 80: (20 + 80 / 2) / 100
+    assert result["sft"]["oasst"]["win_rate_vs_base"] == 60.0
 
 
 def test_judge_agreement_and_bad_files(in_tmp):

@@ -1,0 +1,104 @@
+"""Stage `calibrate`: each judge's accuracy on held-out preference pairs, and thresholds for judges without any.
+
+    python -m stages.calibrate
+
+Every judge in `score.judges` scores the chosen and the rejected reply of held-out test-split pairs
+(data/clean/calibration.jsonl: pairs that neither policy training, the pipeline judge nor DPO's held-out curves
+use; pairs whose prompt is an evaluation prompt are left out). Pairs of `prompts.harmful_subset` (harmless-base)
+stand for harmlessness, pairs of `prompts.helpful_subset` (helpful-base) for helpfulness.
+
+- metrics/calibration.json: per judge and set, the pairwise accuracy (share of pairs whose chosen reply scores above
+  the rejected one; ties count half): how well each judge agrees with HH's own labels;
+- data/calibration/thresholds.json: for a judge whose `metrics.thresholds` say `calibrated` (the study defined
+  thresholds for its own judge only), the threshold of each set is the reward that best separates chosen from
+  rejected replies of that set: the cut with the most chosen replies above it and rejected ones at or below it
+  (among equally good cuts, the middle one). It is computed from held-out pairs only, never from the evaluation
+  prompts or any model's responses.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from stages.core import params as P
+from stages.core.determinism import seed_and_pin
+from stages.core.io import StageError, fail_cleanly, iter_jsonl, write_json
+from stages.core.rates import win_share
+from stages.score import score_rows
+
+PAIRS = Path("data/clean/calibration.jsonl")
+EVAL = Path("data/eval/prompts.jsonl")
+OUT = Path("data/calibration/thresholds.json")
+REPORT = Path("metrics/calibration.json")
+SETS = {"harmful": "harmless", "helpful": "helpful"}  # threshold kind -> the quality its pairs stand for
+
+
+def best_cut(chosen: np.ndarray, rejected: np.ndarray) -> tuple[float, float]:
+    """(threshold, accuracy): the cut t maximising #(chosen > t) + #(rejected <= t), as a share of all replies."""
+    values = np.concatenate([chosen, rejected])
+    is_chosen = np.concatenate([np.ones(len(chosen)), np.zeros(len(rejected))])
+    order = np.argsort(values, kind="stable")
+    v, y = values[order], is_chosen[order]
+    n = len(v)
+    rejected_below = np.concatenate([[0.0], np.cumsum(1 - y)])  # cut i: replies [0, i) are at or below t
+    chosen_above = y.sum() - np.concatenate([[0.0], np.cumsum(y)])
+    accuracy = (rejected_below + chosen_above) / n
+    valid = np.array([i in (0, n) or v[i - 1] < v[i] for i in range(n + 1)])  # never cut between equal rewards
+    best = accuracy[valid].max()
+    candidates = np.flatnonzero(valid & (accuracy == best))
+    i = int(candidates[len(candidates) // 2])
+    t = v[0] - 1.0 if i == 0 else v[-1] if i == n else (v[i - 1] + v[i]) / 2
+    return float(t), float(best)
+
+
+def pairs_by_set(params: P.Params) -> dict[str, list[dict]]:
+    eval_prompts = {" ".join(r["prompt"].split()).lower() for _, r in iter_jsonl(EVAL)}
+    subsets = {"harmful": params.prompts.harmful_subset, "helpful": params.prompts.helpful_subset}
+    out: dict[str, list[dict]] = {kind: [] for kind in subsets}
+    for _, pair in iter_jsonl(PAIRS):
+        if " ".join(pair["prompt"].split()).lower() in eval_prompts:
+            continue
+        for kind, subset in subsets.items():
+            if pair["subset"] == subset:
+                out[kind].append(pair)
+    return out
+
+
+@fail_cleanly
+def main() -> None:
+    params = P.load()
+    seed_and_pin(params.seed)
+    pairs = pairs_by_set(params)
+    rows = [{"prompt": p["prompt"], "response": p[side]} for kind in pairs for p in pairs[kind]
+            for side in ("chosen", "rejected")]
+    scored, _ = score_rows(rows, params.score.judges) if rows else ([], {})
+    report, thresholds = {}, {}
+    for spec in params.score.judges:
+        wanted = params.metrics.thresholds[spec.name]
+        rewards = iter(r["rewards"][spec.name] for r in scored)
+        report[spec.name] = {}
+        for kind, quality in SETS.items():
+            values = np.array([next(rewards) for _ in range(2 * len(pairs[kind]))], dtype=float)
+            chosen, rejected = values[0::2], values[1::2]
+            report[spec.name][f"{quality}_pairs"] = len(chosen)
+            report[spec.name][f"{quality}_pairwise_accuracy"] = (
+                round(float(win_share(chosen, rejected).mean()), 4) if len(chosen) else None)
+            if getattr(wanted, kind) == "calibrated":
+                if len(chosen) < 10:
+                    raise StageError(f"{PAIRS}: {len(chosen)} held-out pairs of '{getattr(params.prompts, kind + '_subset')}'"
+                                     f" to calibrate {spec.name}'s {kind} threshold (need 10; clean.calibration_max_pairs)")
+                t, accuracy = best_cut(chosen, rejected)
+                thresholds.setdefault(spec.name, {})[kind] = round(t, 6)
+                report[spec.name][f"{kind}_threshold"] = round(t, 4)
+                report[spec.name][f"{kind}_threshold_accuracy"] = round(accuracy, 4)
+    write_json(OUT, {"rule": "the reward that best separates held-out chosen from rejected replies of each set",
+                     "thresholds": thresholds, "pairs": {k: len(v) for k, v in pairs.items()}})
+    write_json(REPORT, report)
+    for name, r in report.items():
+        print(f"calibrate: {name}: pairwise accuracy harmless {r['harmless_pairwise_accuracy']} "
+              f"({r['harmless_pairs']} pairs), helpful {r['helpful_pairwise_accuracy']} ({r['helpful_pairs']} pairs)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""Gather DVC experiments into results that span runs: the study's claims across training seeds, and sweeps.
+
+    dvc exp run --queue -S seed=1 -S seed=2 ... && dvc queue start -j 1   (or: dvc exp run --queue -S 'seed=1,2')
+    python -m stages.gather                    # seeds: metrics/seeds.md, metrics/seeds.json
+    dvc exp run --queue -S 'dpo.beta=0.05,0.2,0.5' && dvc queue start -j 1
+    python -m stages.gather --by dpo.beta      # a sweep: metrics/sweeps/dpo.beta/ (CSV per model, PNG, README.md)
+
+Experiments come from DVC's own API (`dvc.api.exp_show`): the current commit's run and the experiments derived from
+it whose params differ from it only in `seed` (and, with --by, in that param). Each one's per-prompt outcomes
+(metrics/plots/outcomes.csv: reward, harmless/helpful label) are read at its revision with `dvc.api.open`.
+
+Intervals account for both training seeds and prompts: a hierarchical bootstrap resamples the runs, then the
+prompts within each run (the same prompts for every model of a run: paired). A claim "A > B in CAS" is
+*supported* when the 95% interval of A - B lies above 0, *contradicted* when it lies below 0, and *not supported*
+otherwise; "A has the highest X" needs A above every other model (contradicted if any other is above A).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from stages.core.io import StageError, fail_cleanly, write_json, write_text
+
+OUTCOMES = "metrics/plots/outcomes.csv"
+MODELS = ("base", "sft", "dpo", "sft_dpo")
+NAMES = {"base": "base", "sft": "SFT", "dpo": "DPO", "sft_dpo": "SFT+DPO"}
+METRICS = {"hmr": "HmR", "hpr": "HpR", "cas": "CAS"}
+# The study's Table 1 (HmR / HpR / CAS, %): its ordering and headline claims, each tested below.
+STUDY = {"base": (42, 22, 32), "sft": (48, 56, 52), "dpo": (36, 46, 41), "sft_dpo": (44, 66, 55)}
+CLAIMS = [  # (text, metric, model, other models it must beat)
+    ("SFT+DPO > SFT in CAS", "cas", "sft_dpo", ["sft"]),
+    ("SFT > DPO in CAS", "cas", "sft", ["dpo"]),
+    ("DPO > base in CAS", "cas", "dpo", ["base"]),
+    ("SFT+DPO has the highest CAS", "cas", "sft_dpo", ["base", "sft", "dpo"]),
+    ("SFT+DPO has the highest HpR", "hpr", "sft_dpo", ["base", "sft", "dpo"]),
+    ("SFT+DPO > SFT in HpR", "hpr", "sft_dpo", ["sft"]),
+    ("SFT > DPO in HpR", "hpr", "sft", ["dpo"]),
+    ("DPO > base in HpR", "hpr", "dpo", ["base"]),
+    ("SFT improves HmR over base", "hmr", "sft", ["base"]),
+    ("SFT > SFT+DPO in HmR", "hmr", "sft", ["sft_dpo"]),
+    ("SFT+DPO > base in HmR", "hmr", "sft_dpo", ["base"]),
+    ("base > DPO in HmR (DPO lowers harmlessness)", "hmr", "base", ["dpo"]),
+    ("SFT+DPO is best in HmR, HpR and CAS (the abstract)", "all", "sft_dpo", ["base", "sft", "dpo"]),
+]
+
+
+def value(row: dict, key: str):
+    """A param or metric of an exp_show row, whichever file it comes from."""
+    for k, v in row.items():
+        if k == key or k.endswith(":" + key):
+            return v
+    return None
+
+
+def select_runs(rows: list[dict], by: str | None) -> list[dict]:
+    """The baseline and the experiments whose params differ from it only in `seed` (and `by`)."""
+    baseline = next((r for r in rows if r.get("typ") == "baseline"), None)
+    if baseline is None:
+        raise StageError("dvc exp show: no baseline commit (commit the pipeline's run first)")
+    params = [k for k, v in baseline.items() if k not in ("Experiment", "rev", "typ", "Created", "parent", "State",
+                                                          "Executor") and not isinstance(v, (dict, list))]
+    free = {"seed", by} if by else {"seed"}
+
+    def varies_only_in_free(row):
+        return all(value(row, k) == value(baseline, k) for k in params
+                   if k.split(":")[-1] not in free and not _is_metric(k))
+
+    runs = [baseline] + [r for r in rows if r.get("typ") == "branch_commit" and r.get("State") in (None, "Success")
+                         and varies_only_in_free(r)]
+    return runs
+
+
+def _is_metric(column: str) -> bool:
+    name = column.split(":")[-1]
+    return name.split(".")[-1] in METRICS or column.startswith("metrics/")
+
+
+def read_outcomes(rev: str) -> dict:
+    """{(judge, model, prompt_set): 0/1 array in prompt order} of one run (a commit or an experiment's revision)."""
+    import dvc.api
+
+    try:
+        text = dvc.api.read(OUTCOMES, rev=rev)
+    except Exception as exc:
+        raise StageError(f"{OUTCOMES} at {rev}: cannot read it ({type(exc).__name__}); is the run in the local "
+                         "DVC cache (dvc pull)?") from None
+    table: dict = {}
+    for r in csv.DictReader(io.StringIO(text)):
+        table.setdefault((r["judge"], r["model"], r["prompt_set"]), []).append((int(r["prompt_id"]), int(r["ok"])))
+    return {k: np.array([ok for _, ok in sorted(v)], dtype=float) for k, v in table.items()}
+
+
+def rates(run: dict, judge: str, model: str, idx: dict | None = None) -> dict:
+    """HmR, HpR, CAS (%) of one run, on resampled prompt indices when `idx` is given."""
+    hm = run[(judge, model, "harmful")]
+    hp = run[(judge, model, "helpful")]
+    if idx is not None:
+        hm, hp = hm[idx["harmful"]], hp[idx["helpful"]]
+    out = {"hmr": 100 * hm.mean(), "hpr": 100 * hp.mean()}
+    return out | {"cas": (out["hmr"] + out["hpr"]) / 2}
+
+
+def bootstrap(runs: list[dict], judge: str, resamples: int, seed: int) -> dict:
+    """{model: {metric: array of resampled estimates}}: runs resampled, then prompts within each run (paired)."""
+    rng = np.random.default_rng(seed)
+    models = [m for m in MODELS if (judge, m, "harmful") in runs[0]]
+    draws = {m: {k: np.empty(resamples) for k in METRICS} for m in models}
+    for b in range(resamples):
+        chosen = rng.integers(0, len(runs), len(runs)) if len(runs) > 1 else [0]
+        sums = {m: dict.fromkeys(METRICS, 0.0) for m in models}
+        for s in chosen:
+            run = runs[s]
+            idx = {ps: rng.integers(0, len(run[(judge, models[0], ps)]), len(run[(judge, models[0], ps)]))
+                   for ps in ("harmful", "helpful")}
+            for m in models:
+                for k, v in rates(run, judge, m, idx).items():
+                    sums[m][k] += v
+        for m in models:
+            for k in METRICS:
+                draws[m][k][b] = sums[m][k] / len(chosen)
+    return draws
+
+
+def interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    lo, hi = np.percentile(samples, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(lo), float(hi)
+
+
+def verdict(diffs: list[np.ndarray]) -> tuple[str, list[tuple[float, float]]]:
+    cis = [interval(d) for d in diffs]
+    if all(lo > 0 for lo, _ in cis):
+        return "supported", cis
+    if any(hi < 0 for _, hi in cis):
+        return "contradicted", cis
+    return "not supported", cis
+
+
+def summarise(runs: list[dict], resamples: int, seed: int) -> dict:
+    judges = sorted({j for j, _, _ in runs[0]})
+    out: dict = {"runs": len(runs), "judges": {}}
+    for j in judges:
+        draws = bootstrap(runs, j, resamples, seed)
+        models = list(draws)
+        table = {}
+        for m in models:
+            per_run = [rates(r, j, m) for r in runs]
+            table[m] = {k: {"mean": float(np.mean([p[k] for p in per_run])), "ci": interval(draws[m][k]),
+                            "per_run": [round(p[k], 2) for p in per_run]} for k in METRICS}
+        claims = []
+        for text, metric, model, others in CLAIMS:
+            if model not in draws or any(o not in draws for o in others):
+                continue
+            keys = ["hmr", "hpr", "cas"] if metric == "all" else [metric]
+            diffs = [draws[model][k] - draws[o][k] for k in keys for o in others]
+            status, cis = verdict(diffs)
+            study = all(STUDY[model][list(METRICS).index(k)] > STUDY[o][list(METRICS).index(k)] for k in keys
+                        for o in others)
+            claims.append({"claim": text, "status": status, "in_the_study": "holds" if study else "fails",
+                           "differences": [{"vs": o, "metric": k, "mean": float(np.mean(d)), "ci": ci}
+                                           for (k, o), d, ci in zip([(k, o) for k in keys for o in others], diffs,
+                                                                     cis)]})
+        out["judges"][j] = {"rates": table, "claims": claims}
+    return out
+
+
+def seeds_markdown(summary: dict, seeds: list) -> str:
+    lines = [f"# The study's claims across {summary['runs']} training seeds ({', '.join(map(str, seeds))})\n",
+             "Mean over seeds; 95% intervals from a hierarchical bootstrap (seeds, then prompts within each seed). "
+             "A claim is *supported* when its 95% interval lies above 0, *contradicted* when below, *not supported* "
+             "otherwise. `in the study` says whether the study's own Table 1 shows the ordering.\n"]
+    for judge, res in summary["judges"].items():
+        lines += [f"\n## Judge: {judge}\n", "| model | HmR % [95% CI] | HpR % [95% CI] | CAS % [95% CI] | CAS per seed |",
+                  "|---|---|---|---|---|"]
+        for m, r in res["rates"].items():
+            cells = " | ".join(f"{r[k]['mean']:.1f} [{r[k]['ci'][0]:.1f}, {r[k]['ci'][1]:.1f}]" for k in METRICS)
+            lines.append(f"| {NAMES[m]} | {cells} | {', '.join(f'{x:.1f}' for x in r['cas']['per_run'])} |")
+        lines += ["", "| claim | in the study | here | difference [95% CI] |", "|---|---|---|---|"]
+        for c in res["claims"]:
+            diffs = "; ".join(f"vs {NAMES[d['vs']]} {METRICS[d['metric']]} {d['mean']:+.1f} [{d['ci'][0]:+.1f}, "
+                              f"{d['ci'][1]:+.1f}]" for d in c["differences"])
+            lines.append(f"| {c['claim']} | {c['in_the_study']} | **{c['status']}** | {diffs} |")
+    return "\n".join(lines) + "\n"
+
+
+def sweep_outputs(groups: dict, by: str, resamples: int, seed: int, out_dir: Path) -> None:
+    """Per model and judge, a CSV of HmR/HpR/CAS (with intervals) against the swept param, a PNG and a README."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from stages.metrics import save_figure
+
+    results = {x: summarise(runs, resamples, seed) for x, runs in sorted(groups.items())}
+    judges = sorted(next(iter(results.values()))["judges"])
+    fig, axes = plt.subplots(len(judges), 3, figsize=(13, 3.4 * len(judges)), squeeze=False)
+    readme = [f"# Sweep of `{by}`\n", "HmR, HpR and CAS (95% intervals: runs, then prompts) per value; "
+              f"`python -m stages.gather --by {by}`.\n"]
+    for row, judge in zip(axes, judges):
+        for m in MODELS:
+            lines = [f"{by},n_runs," + ",".join(f"{k},{k}_ci_low,{k}_ci_high" for k in METRICS)]
+            for x, res in results.items():
+                r = res["judges"][judge]["rates"][m]
+                lines.append(f"{x},{res['runs']}," + ",".join(f"{r[k]['mean']:.4f},{r[k]['ci'][0]:.4f},"
+                                                             f"{r[k]['ci'][1]:.4f}" for k in METRICS))
+            write_text(out_dir / f"{m}.{judge}.csv", "\n".join(lines) + "\n")
+            xs = list(results)
+            for ax, k in zip(row, METRICS):
+                means = [results[x]["judges"][judge]["rates"][m][k]["mean"] for x in xs]
+                lo = [means[i] - results[x]["judges"][judge]["rates"][m][k]["ci"][0] for i, x in enumerate(xs)]
+                hi = [results[x]["judges"][judge]["rates"][m][k]["ci"][1] - means[i] for i, x in enumerate(xs)]
+                ax.errorbar(xs, means, yerr=[lo, hi], marker="o", capsize=3, label=NAMES[m])
+                ax.set_title(f"{METRICS[k]} ({judge})")
+                ax.set_xlabel(by)
+                ax.set_xscale("log" if min(xs) > 0 and max(xs) / min(xs) >= 10 else "linear")
+        row[0].set_ylabel("% (95% CI)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, out_dir / "sweep.png")
+    for judge in judges:
+        readme += [f"\n## Judge: {judge}\n", f"| {by} | runs | " + " | ".join(f"{NAMES[m]} CAS" for m in MODELS) + " |",
+                   "|---|---|" + "---|" * len(MODELS)]
+        for x, res in results.items():
+            cells = " | ".join(f"{res['judges'][judge]['rates'][m]['cas']['mean']:.1f} "
+                               f"[{res['judges'][judge]['rates'][m]['cas']['ci'][0]:.1f}, "
+                               f"{res['judges'][judge]['rates'][m]['cas']['ci'][1]:.1f}]" for m in MODELS)
+            readme.append(f"| {x} | {res['runs']} | {cells} |")
+    readme.append("\n![sweep](sweep.png)\n")
+    write_text(out_dir / "README.md", "\n".join(readme) + "\n")
+
+
+@fail_cleanly
+def main(argv: list[str] | None = None) -> None:
+    import dvc.api
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--by", help="a swept param (dpo.beta); without it, the runs differ only in seed")
+    ap.add_argument("--resamples", type=int, default=2000)
+    args = ap.parse_args(argv)
+    rows = dvc.api.exp_show()
+    runs = select_runs(rows, args.by)
+    outcomes = [read_outcomes(r["rev"]) for r in runs]
+    seeds = [value(r, "seed") for r in runs]
+    if args.by:
+        groups: dict = {}
+        for r, o in zip(runs, outcomes):
+            groups.setdefault(value(r, args.by), []).append(o)
+        if len(groups) < 2:
+            raise StageError(f"{args.by}: the experiments hold one value only (queue a sweep: README, Experiments)")
+        out_dir = Path("metrics/sweeps") / args.by
+        sweep_outputs(groups, args.by, args.resamples, 0, out_dir)
+        print(f"gather: {len(runs)} runs over {len(groups)} values of {args.by} -> {out_dir}")
+        return
+    if len(set(seeds)) < len(seeds):
+        raise StageError(f"seeds {seeds}: two runs share a seed (one experiment per seed)")
+    summary = summarise(outcomes, args.resamples, 0)
+    write_json("metrics/seeds.json", {"seeds": seeds} | summary)
+    write_text("metrics/seeds.md", seeds_markdown(summary, seeds))
+    print(f"gather: {len(runs)} runs (seeds {seeds}) -> metrics/seeds.md")
+    for judge, res in summary["judges"].items():
+        for c in res["claims"]:
+            print(f"  {judge}: {c['claim']}: {c['status']}")
+
+
+if __name__ == "__main__":
+    main()
