@@ -3,40 +3,20 @@
 One module-scoped run is shared by the checks below; it takes about a minute or two on 2 cores.
 """
 import json
-import time
 import shutil
-import subprocess
+import time
 
 import pytest
 import yaml
 
-from .conftest import ROOT, run_env, tiny_params, write_params
+from .conftest import sh, write_params
 
 MODELS = ["base", "sft", "dpo", "sft_dpo"]
 
 
-def sh(cmd, cwd, check=True):
-    res = subprocess.run(cmd, cwd=cwd, env=run_env(), capture_output=True, text=True, shell=isinstance(cmd, str))
-    if check and res.returncode:
-        raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
-    return res
-
-
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    dst = tmp_path_factory.mktemp("repo")
-    files = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dst / f)
-    for generated in ("dvc.lock", "metrics"):  # start from nothing, as a fresh clone would after `dvc repro`
-        p = dst / generated
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
-    write_params(dst / "params.yaml", tiny_params())
-    sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", dst)
-    first = sh(["dvc", "repro"], dst)
-    return dst, first.stdout
+def repo(tiny_repo):
+    return tiny_repo
 
 
 def test_all_stages_run_and_metrics_hold_four_models(repo):
@@ -126,12 +106,42 @@ def test_metrics_stage_runs_from_scored_files_alone(repo, tmp_path):
         json.loads((dst / "metrics/metrics.json").read_text())
 
 
-def test_forced_rerun_is_bit_identical(repo):
+def lock_outs(dst) -> dict:
+    stages = yaml.safe_load((dst / "dvc.lock").read_text())["stages"]
+    return {(s, o["path"]): o.get("md5") for s in stages for o in stages[s].get("outs", [])}
+
+
+def test_forced_rerun_is_bit_identical_and_metrics_diff_is_empty(repo):
+    """Every output of every stage (models, adapters, samples, scores, curves, metrics) has the same hash after a
+    forced re-run, so two runs of the same commit show an empty `dvc metrics diff`."""
     dst, _ = repo
-    before = {p: (dst / p).read_bytes() for p in ["metrics/metrics.json", *[f"data/samples/{m}.jsonl" for m in MODELS]]}
+    before = lock_outs(dst)
     sh(["dvc", "repro", "--force"], dst)
-    for p, content in before.items():
-        assert (dst / p).read_bytes() == content, p
+    after = lock_outs(dst)
+    assert [k for k in before if before[k] != after[k]] == []
+    assert sh(["dvc", "metrics", "diff", "HEAD"], dst).stdout.strip() in ("", "No changes.")
+    assert not list((dst / "metrics").rglob("train.json")) or all(
+        "wall_time" not in p.read_text() and "tokens_per_s" not in p.read_text()
+        for p in (dst / "metrics").rglob("train.json"))
+
+
+def test_timings_are_logged_outside_dvc_and_git(repo):
+    dst, _ = repo
+    for stage in ("base", "sft", "dpo", "sft_dpo"):
+        timing = json.loads((dst / "logs" / f"{stage}.json").read_text())
+        assert timing["wall_time_s"] > 0 and timing["tokens_per_s"] > 0 and timing["trained_tokens"] > 0
+    assert "logs/" in (dst / ".gitignore").read_text() and "logs/" in (dst / ".dvcignore").read_text()
+
+
+def test_exp_show_of_the_readme_fits_80_columns(repo):
+    """The README's `dvc exp show` line shows beta against HmR/HpR/CAS on an 80-column terminal."""
+    dst, _ = repo
+    readme = (dst / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("dvc exp show") and "dpo.beta" in x)
+    cmd = line.split("  #")[0].strip()
+    out = sh(f"COLUMNS=80 {cmd}", dst).stdout
+    assert "dpo.beta" in out and "cas" in out
+    assert max(len(x) for x in out.splitlines()) <= 80, out
 
 
 @pytest.mark.slow
@@ -140,15 +150,17 @@ def test_exp_run_and_queued_sweep(repo):
     `dvc exp show` lists beta against CAS. (Slow: about 4 minutes; .ci/run runs it, `pytest -m slow` too.)"""
     dst, _ = repo
     # The temp repo keeps its tiny params.yaml: Hydra composition would rebuild it from conf/ (the full default).
-    sh("dvc config hydra.enabled false && git add -A && git -c user.email=t@t -c user.name=t commit -qm lock", dst)
+    sh("dvc config hydra.enabled false && git add -A && git -c user.email=t@t -c user.name=t commit -qm nohydra", dst)
     out = sh(["dvc", "exp", "run", "-S", "dpo.beta=0.2"], dst).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # score/metrics follow only if the samples changed: DVC skips a stage whose inputs hash the same
     assert {"dpo@dpo", "dpo@sft_dpo", "sample@dpo", "sample@sft_dpo"} <= ran
     assert not ran & {"download", "prompts", "clean", "base", "sft", "judge", "sample@base", "sample@sft",
                       "score@base", "score@sft"}
-    diff = sh(["dvc", "metrics", "diff", "HEAD", "--all", "--md", "--targets", "metrics/metrics.json"], dst).stdout
-    assert "sft_dpo.judge.cas" in diff and "| Path" in diff
+    diff = sh(["dvc", "metrics", "diff", "HEAD", "--all", "--md"], dst).stdout
+    assert "sft_dpo.judge.cas" in diff and "metrics/headline.json" in diff and "| Path" in diff
+    detail = sh(["dvc", "metrics", "diff", "HEAD", "--all", "--md", "--targets", "metrics/metrics.json"], dst).stdout
+    assert "sft_dpo.judge.cas_ci_low" in detail  # the undeclared detail file diffs on demand
     params_diff = sh(["dvc", "params", "diff", "HEAD", "--md"], dst).stdout
     assert "dpo.beta" in params_diff and "0.2" in params_diff
     sh(["dvc", "exp", "run", "--queue", "-S", "dpo.beta=0.05,0.5"], dst)
@@ -167,7 +179,7 @@ def test_exp_run_and_queued_sweep(repo):
             for run in exp.get("revs", []):
                 data = run.get("data") or {}
                 beta = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("dpo", {}).get("beta")
-                cas = data.get("metrics", {}).get("metrics/metrics.json", {}).get("data", {})
+                cas = data.get("metrics", {}).get("metrics/headline.json", {}).get("data", {})
                 if beta is not None and cas.get("sft_dpo", {}).get("judge", {}).get("cas") is not None:
                     betas.add(beta)
     assert {0.05, 0.5} <= betas

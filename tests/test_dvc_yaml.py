@@ -1,0 +1,93 @@
+"""dvc.yaml's code dependencies cannot be forgotten: each stage lists exactly the project modules it runs, derived
+from their imports (a module edited without being a dependency would leave results stale while `dvc repro` says
+everything is up to date)."""
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+from .conftest import ROOT
+
+
+def module_file(name: str) -> Path | None:
+    """The file of a project module (`stages.core.io` -> stages/core/io.py), or None for a library."""
+    parts = name.split(".")
+    if parts[0] != "stages":
+        return None
+    path = ROOT.joinpath(*parts)
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def imports(path: Path) -> set[str]:
+    """Every project module `path` imports, anywhere in it (inside functions too), packages included."""
+    package = ".".join(path.parent.relative_to(ROOT).parts)  # what a relative import is relative to
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            found.add(base)
+            found |= {f"{base}.{a.name}" for a in node.names}  # `from . import io` imports a module
+    return {m for m in found if module_file(m) is not None and module_file(m).exists()}
+
+
+def closure(modules: set[str]) -> set[str]:
+    """Project files run by these modules: their transitive imports and every package __init__ on the way."""
+    seen: set[str] = set()
+    todo = list(modules)
+    while todo:
+        m = todo.pop()
+        parts = m.split(".")
+        for i in range(1, len(parts)):  # importing a.b.c runs a/__init__.py and a/b/__init__.py
+            todo.append(".".join(parts[:i]))
+        if m in seen:
+            continue
+        seen.add(m)
+        todo.extend(imports(module_file(m)))
+    return {str(module_file(m).relative_to(ROOT)) for m in seen}
+
+
+def stage_commands() -> dict[str, str]:
+    """Stage name -> command, with foreach stages expanded for their first item (all items run the same code)."""
+    out = {}
+    for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" in stage:
+            items = stage["foreach"]
+            key = next(iter(items))
+            cmd = stage["do"]["cmd"].replace("${key}", key).replace("${item}", key)
+            out[name] = (cmd, stage["do"]["deps"])
+        else:
+            out[name] = (stage["cmd"], stage["deps"])
+    return out
+
+
+def expected_code_deps(cmd: str) -> set[str]:
+    """`python -m stages.launch sft` runs stages.launch and stages.sft; `python -m stages.x` runs stages.x."""
+    words = cmd.split()
+    module = words[words.index("-m") + 1]
+    modules = {module}
+    if module == "stages.launch":
+        modules.add(f"stages.{words[words.index('-m') + 2]}")
+    return closure(modules)
+
+
+def test_every_stage_lists_exactly_the_code_it_runs():
+    problems = []
+    for name, (cmd, deps) in stage_commands().items():
+        listed = {d for d in deps if re.fullmatch(r"stages/.+\.py", d)}
+        want = expected_code_deps(cmd)
+        if listed != want:
+            problems.append(f"{name}: missing {sorted(want - listed)}, not run {sorted(listed - want)}")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_derivation_sees_lazy_relative_and_package_imports():
+    """A check of the checker: a function-local relative import counts, and so do package __init__ files."""
+    deps = expected_code_deps("python -m stages.launch score")
+    assert "stages/core/hh.py" in deps  # judges.py: `from . import hh`, used by the chat-format judge
+    assert "stages/core/determinism.py" in deps  # modeling.per_model_stage imports it inside the function
+    assert {"stages/__init__.py", "stages/core/__init__.py", "stages/score.py", "stages/launch.py"} <= deps
