@@ -1,5 +1,6 @@
-"""Benchmark: wall time and peak memory of each stage of the default pipeline, the no-op re-run, and batched vs
-one-at-a-time sampling and scoring. Prints a Markdown table; not a test.
+"""Benchmark: wall time and peak memory of each stage of the default pipeline (each stage's own process tree),
+training throughput as the trainers logged it, the no-op re-run, and batched vs one-at-a-time sampling and scoring.
+Prints a Markdown table; not a test.
 
     python bench/bench.py            # every stage, forced (about 6 minutes on 2 cores), then the extras
     python bench/bench.py --extras   # only sampling/scoring speed (needs a finished `dvc repro`)
@@ -12,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -21,18 +21,39 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-STAGES = ["download", "prompts", "clean", "base", "sft", "dpo@dpo", "dpo@sft_dpo", "judge",
+STAGES = ["download", "prompts", "clean", "base", "sft", "dpo@dpo", "dpo@sft_dpo", "judge", "calibrate",
           "sample@base", "sample@sft", "sample@dpo", "sample@sft_dpo",
           "score@base", "score@sft", "score@dpo", "score@sft_dpo", "metrics", "report"]
+TRAINING = {"base": "base", "sft": "sft", "dpo@dpo": "dpo", "dpo@sft_dpo": "sft_dpo"}  # stage -> logs/<name>.json
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS of the child in MiB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """(seconds, peak memory in MiB) of one command: the largest sum of resident memory over the command's own
+    process tree (dvc, the stage, accelerate's children), sampled every 50 ms while it runs."""
+    import psutil
+
     t = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return time.perf_counter() - t, max(peak, before) / 1024
+    proc = psutil.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [proc] + proc.children(recursive=True)
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:  # a child ended between listing and reading
+            pass
+        time.sleep(0.05)
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
+    return time.perf_counter() - t, peak / 2**20
+
+
+def trained(stage: str, root: Path = ROOT) -> str:
+    """Throughput a training stage logged (logs/<stage>.json, from TRL's own token count)."""
+    log = root / "logs" / f"{stage}.json"
+    if not log.exists():
+        return ""
+    t = json.loads(log.read_text())
+    return f"{t['tokens_per_s']:,.0f} tokens/s, {t['steps_per_s']} steps/s"
 
 
 def stage_times() -> list[tuple[str, float, float]]:
@@ -104,8 +125,8 @@ def experiment_speed() -> list[str]:
         ran = re.findall(r"Running stage '([^']+)'", res.stdout)
         out.append(f"| `dvc exp run -S dpo.beta=0.2` | {secs:.0f} s | ran: {', '.join(ran)} |")
         for stage in ("sft", "dpo", "sft_dpo"):
-            tr = json.loads((ROOT / "metrics" / stage / "train.json").read_text())
-            out.append(f"| training {stage} (default run) | {tr['wall_time_s']} s | {tr['tokens_per_s']} tokens/s |")
+            tr = json.loads((ROOT / "logs" / f"{stage}.json").read_text())
+            out.append(f"| training {stage} (default run) | {tr['wall_time_s']} s | {trained(stage)} |")
         params = yaml.safe_load((repo / "params.yaml").read_text())
         for pre in (False, True):
             params["dpo"].update(precompute_ref_log_probs=pre, max_steps=60, eval_steps=1000)
@@ -113,9 +134,8 @@ def experiment_speed() -> list[str]:
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "stages.dpo", "dpo"], cwd=repo, check=True, capture_output=True)
             secs = time.perf_counter() - t
-            tr = json.loads((repo / "metrics" / "dpo" / "train.json").read_text())
             out.append(f"| DPO 60 steps, precompute_ref_log_probs={pre} | {secs:.0f} s (stage) | "
-                       f"{tr['tokens_per_s']} tokens/s |")
+                       f"{trained('dpo', repo)} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -136,9 +156,10 @@ def main() -> None:
         return
     if not args.extras:
         rows = stage_times()
-        lines += [f"| stage {s} | {secs:.1f} s | {mem:.0f} MiB |" for s, secs, mem in rows]
+        lines += [f"| stage {s} | {secs:.1f} s | {mem:.0f} MiB{'; ' + trained(TRAINING[s]) if s in TRAINING else ''} |"
+                  for s, secs, mem in rows]
         lines.append(f"| **whole pipeline (sum of stages)** | **{sum(r[1] for r in rows):.0f} s** | "
-                     f"{max(r[2] for r in rows):.0f} MiB |")
+                     f"largest: {max(r[2] for r in rows):.0f} MiB |")
         secs, _ = timed(["dvc", "repro"])
         lines.append(f"| no-op `dvc repro` | {secs:.1f} s | |")
     lines += sampling_speed()

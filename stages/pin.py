@@ -4,8 +4,12 @@
     python -m stages.pin facebook/opt-350m OpenAssistant/reward-model-deberta-v3-large-v2
     python -m stages.pin --dataset Anthropic/hh-rlhf
     python -m stages.pin --params          # every hub download the current params.yaml makes, pinned or not
+    python -m stages.pin --fetch-commands --profile improved   # the `hf download` commands that fill a cache
+    python -m stages.pin --fetch --profile improved            # fill it (on a machine with a network)
 
 Prints one YAML-style line per value, e.g. `facebook/opt-350m: {revision: 08ab08cc..., pickle_sha256: a5223ae6...}`.
+`--fetch` downloads, at the pinned commits, exactly the files the stages read (and the prompt files pinned by URL and
+sha256 into $HF_HOME/url-cache), so a GPU node sharing HF_HOME runs with HF_HUB_OFFLINE=1.
 """
 from __future__ import annotations
 
@@ -41,9 +45,39 @@ def flow(values: dict) -> str:
     return "{" + ", ".join(f"{k}: {'null' if v is None else v}" for k, v in values.items()) + "}"
 
 
-def params_references() -> list[tuple[str, str, str | None, bool]]:
-    params = P.load()
+def params_references(params: P.Params | None = None) -> list[tuple[str, str, str | None, bool]]:
+    params = params or P.load()
     return [(key, repo, rev, key.startswith("download.")) for key, repo, rev in params.hub_references()]
+
+
+def downloads(params: P.Params) -> list[tuple[str, str | None, list[str], str]]:
+    """(repo, commit, file patterns, repo type) of every hub download `params` makes: what the stages read."""
+    from stages.core.modeling import hub_files
+
+    out = []
+    for key, repo, rev, dataset in params_references(params):
+        if dataset:
+            patterns = [f"{s}/{split}.jsonl.gz" for s in params.download.subsets for split in params.download.splits]
+            out.append((repo, rev, patterns, "dataset"))
+        else:
+            digest = params.base.pickle_sha256 if key.startswith("base.") else \
+                params.score.judges[int(key.split(".")[2])].pickle_sha256
+            out.append((repo, rev, hub_files(digest), "model"))
+    return out
+
+
+def fetch(params: P.Params) -> None:
+    """Fill the Hugging Face cache (and the URL cache) with what these params read."""
+    from stages.core import hub
+    from stages.prompts import load_prompt_file
+
+    for repo, rev, patterns, kind in downloads(params):
+        print(f"{repo} at {rev}: {hub.snapshot(repo, rev, patterns, kind)}")
+    for name in ("harmful", "helpful"):
+        file, digest = getattr(params.prompts, f"{name}_file"), getattr(params.prompts, f"{name}_sha256")
+        if file and file.startswith(("http://", "https://")):
+            load_prompt_file(file, digest)  # downloads, checks the digest, caches
+            print(f"{file}: cached by sha256 {digest}")
 
 
 @fail_cleanly
@@ -53,7 +87,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dataset", action="store_true", help="the ids are data sets")
     ap.add_argument("--revision", default=None, help="branch, tag or commit to resolve (default: main)")
     ap.add_argument("--params", action="store_true", help="every hub download in params.yaml, at its revision")
+    ap.add_argument("--profile", help="a profile of conf/ (study, improved) instead of params.yaml")
+    ap.add_argument("--fetch-commands", action="store_true", help="print the hf download commands")
+    ap.add_argument("--fetch", action="store_true", help="download what the stages read into the caches")
     args = ap.parse_args(argv)
+    if args.fetch or args.fetch_commands:
+        from stages.compose import compose
+        from stages.core import hub
+
+        params = P.validate(compose(args.profile)) if args.profile else P.load()
+        if args.fetch:
+            fetch(params)
+        else:
+            for repo, rev, patterns, kind in downloads(params):
+                print(hub.fetch_command(repo, rev, patterns, kind))
+        return
     if args.params:
         refs = params_references()
         if not refs:

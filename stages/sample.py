@@ -9,6 +9,7 @@ Writes data/samples/<model>.jsonl: model, prompt_set, prompt_id, prompt, respons
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from stages.core import distributed as dist
@@ -16,6 +17,7 @@ from stages.core import params as P
 from stages.core.generation import generate
 from stages.core.io import fail_cleanly, iter_jsonl, write_jsonl
 from stages.core.modeling import load_policy, load_tokenizer, per_model_stage
+from stages.core.runinfo import log_timing
 
 PROMPTS = Path("data/eval/prompts.jsonl")
 OUT_DIR = Path("data/samples")
@@ -42,10 +44,15 @@ def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) 
 @fail_cleanly
 def main(argv: list[str] | None = None) -> None:
     name, params = per_model_stage(argv, __doc__.splitlines()[0])
+    started = time.perf_counter()
     rows = sample_model(name, params)
     if not dist.is_main():
         return
     write_jsonl(OUT_DIR / f"{name}.jsonl", rows)
+    spent = time.perf_counter() - started
+    log_timing(f"sample@{name}", {"wall_time_s": round(spent, 1), "prompts": len(rows),
+                                  "new_tokens": sum(r["n_tokens"] for r in rows),
+                                  "tokens_per_s": round(sum(r["n_tokens"] for r in rows) / spent, 1)})
     empty = sum(not r["response"] for r in rows)
     print(f"sample@{name}: {len(rows)} responses ({empty} empty)")
 

@@ -8,6 +8,7 @@ source and revision).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from stages.core import distributed as dist
@@ -15,7 +16,7 @@ from stages.core import params as P
 from stages.core.io import fail_cleanly, iter_jsonl, write_json, write_jsonl
 from stages.core.judges import load_judge
 from stages.core.modeling import per_model_stage
-from stages.core.runinfo import run_info
+from stages.core.runinfo import log_timing, run_info
 
 SAMPLES = Path("data/samples")
 OUT_DIR = Path("data/scores")
@@ -38,9 +39,13 @@ def score_rows(rows: list[dict], judges: list) -> tuple[list[dict], dict]:
 def main(argv: list[str] | None = None) -> None:
     name, params = per_model_stage(argv, __doc__.splitlines()[0])
     rows = [r for _, r in iter_jsonl(SAMPLES / f"{name}.jsonl")]
+    started = time.perf_counter()
     scored, sources = score_rows(rows, params.score.judges)
     if not dist.is_main():
         return
+    spent = time.perf_counter() - started
+    log_timing(f"score@{name}", {"wall_time_s": round(spent, 1), "responses": len(rows), "judges": len(sources),
+                                 "responses_per_s": round(len(rows) * len(sources) / spent, 1)})
     write_jsonl(OUT_DIR / f"{name}.jsonl", scored)
     write_json(OUT_DIR / f"{name}.judges.json", {"judges": sources, "run": run_info()})
     print(f"score@{name}: {len(scored)} responses x {len(sources)} judge(s)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import platform
+from pathlib import Path
 
 LIBRARIES = ["torch", "transformers", "trl", "peft", "datasets", "accelerate", "dvc", "dvclive", "tokenizers"]
 
@@ -31,3 +32,16 @@ def device_name() -> str:
 def run_info(**extra) -> dict:
     # No timestamps or host names: outputs must be byte-identical when re-run on the same machine.
     return {"versions": versions(), "device": device_name(), "machine": platform.machine(), **extra}
+
+
+LOGS = Path("logs")  # timings of the last run of each stage: machine-dependent, so in neither DVC nor git
+
+
+def log_timing(stage: str, timing: dict) -> None:
+    """logs/<stage>.json: wall time, throughput, device and (on a GPU) peak GPU memory of the stage's last run."""
+    import torch
+
+    from .io import write_json
+
+    gpu = {"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)} if torch.cuda.is_available() else {}
+    write_json(LOGS / f"{stage}.json", {"stage": stage, **timing, **gpu, "device": run_info()["device"]})

@@ -20,7 +20,7 @@ from . import distributed as dist
 from .checkpoints import last_complete
 from .io import StageError, first_line, fresh_tmp_dir, replace_dir, write_json, write_text
 from .progress import duration, interactive
-from .runinfo import run_info
+from .runinfo import log_timing, run_info
 
 CHECKPOINTS = Path("checkpoints")  # outside every DVC out, so an interrupted stage can resume (gitignored)
 
@@ -123,6 +123,9 @@ class FiniteGuard:
         guard = self
 
         class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kwargs):
+                guard.check_dtype(model)
+
             def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
                 if args.fp16 or model is None:  # fp16's loss scaler skips steps with inf gradients by design
                     return
@@ -136,6 +139,16 @@ class FiniteGuard:
                                          "model's dtype and the learning rate)")
 
         self.stage, self.callback = stage, Callback()
+
+    def check_dtype(self, model) -> None:
+        """Trainable weights are float32 whatever the precision (bf16/fp16 are autocast over float32 weights)."""
+        import torch
+
+        low = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
+                      if p.requires_grad and p.dtype != torch.float32})
+        if low:
+            raise StageError(f"{self.stage}: trainable weights in {', '.join(low)}; stopping before step 1 (AdamW's "
+                             "updates underflow there: load the model in float32)")
 
     def check_gradients(self, model, step: int) -> None:
         import torch
@@ -263,13 +276,6 @@ class TrainingRun:
 
 
 WALL_CLOCK = ("runtime", "per_second", "_time")  # log keys that measure the machine, not the model
-LOGS = Path("logs")  # timings of the last run of each stage: machine-dependent, so in neither DVC nor git
-
-
-def log_timing(stage: str, timing: dict) -> None:
-    write_json(LOGS / f"{stage}.json", {"stage": stage, **timing, "device": run_info()["device"]})
-
-
 def throughput(trainer, out) -> dict:
     """Tokens and steps per second of `trainer.train()`, from what TRL logs (`num_tokens`), for run records."""
     runtime = max(out.metrics.get("train_runtime", 0.0), 1e-9)

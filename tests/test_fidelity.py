@@ -1,0 +1,41 @@
+"""The fidelity table (conf/fidelity.yaml, rendered into README) is the one source of truth for what the study did:
+the composed `study` profile holds every value it names, the `improved` profile differs from the study only where a
+row names a fix, and README shows the table as rendered from the profiles."""
+from stages import compose, fidelity
+
+from .conftest import ROOT
+
+
+def leaves(params, prefix=""):
+    items = params.items() if isinstance(params, dict) else enumerate(params)
+    out = {}
+    for k, v in items:
+        out |= leaves(v, f"{prefix}{k}.") if isinstance(v, (dict, list)) and v else {f"{prefix}{k}": v}
+    return out
+
+
+def test_the_study_profile_holds_every_value_of_the_table(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    study = compose.compose("study")
+    wrong = [(key, value, fidelity.get(study, key)) for row in fidelity.rows()
+             for key, value in row.get("study_params", {}).items() if fidelity.get(study, key) != value]
+    assert wrong == []
+
+
+def test_improved_differs_from_the_study_only_by_named_fixes(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    study, improved = leaves(compose.compose("study")), leaves(compose.compose("improved"))
+    fixes = [row["fix"].rstrip("*") for row in fidelity.rows() if row.get("fix")]
+    changed = {k for k in study.keys() | improved.keys() if study.get(k) != improved.get(k)} - {"profile"}
+    thresholds_of_new_judges = {k for k in changed if k.startswith("metrics.thresholds.") and
+                                k.split(".")[2] not in {j["name"] for j in compose.compose("study")["score"]["judges"]}}
+    undocumented = {k for k in changed - thresholds_of_new_judges if not any(k.startswith(f) for f in fixes)}
+    assert undocumented == set()
+    for fix in fixes:  # and every fix does change something
+        assert any(k.startswith(fix) for k in changed), fix
+
+
+def test_readme_shows_the_rendered_table(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    readme = (ROOT / "README.md").read_text()
+    assert fidelity.render() in readme, "run: python -m stages.fidelity --readme"
