@@ -2,7 +2,7 @@
 
     python -m stages.base
 
-`base.source: pretrained` (the paper profile) saves `base.pretrained` (`facebook/opt-350m` or a local folder)
+`base.source: pretrained` (the study's profiles) saves `base.pretrained` (`facebook/opt-350m` or a local folder)
 at the revision in params. `base.source: scratch` (the offline CPU default) trains a byte-level BPE tokenizer on
 the training text, builds a small OPTForCausalLM from an OPTConfig sized for a CPU, and pre-trains it briefly on
 all dialogue text, chosen and rejected alike, so that "base" has seen both kinds of reply, as a pretrained model has.
@@ -119,7 +119,7 @@ def _scratch(params: P.Params, rows: list[dict]) -> None:
 
     run.save(write, {"final_loss": round(out.training_loss, 4), "steps": out.global_step,
                      "parameters": count_trainable(model), "vocab_size": len(tok)},
-             record={"source": "scratch"}, timing=throughput(trainer, out))
+             record={"source": "scratch", "precision": params.distributed.mixed_precision}, timing=throughput(trainer, out))
 
 
 @fail_cleanly

@@ -17,7 +17,7 @@ import yaml
 CONF = Path("conf")
 PARAMS = Path("params.yaml")
 HEADER = ("# Composed from conf/config.yaml with the cpu profile: edit conf/, then run `python -m stages.compose`.\n"
-          "# The paper-scale configuration: `dvc exp run -S profile=paper` (see README).\n")
+          "# The study's configurations: `dvc exp run -S profile=study` or `-S profile=improved` (see README).\n")
 
 
 def compose(profile: str = "cpu") -> dict:

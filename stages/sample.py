@@ -3,7 +3,7 @@
     python -m stages.sample sft
 
 As in the study by default: greedy decoding, 50 new tokens. Fixes over it, each a `sample` param on by default:
-prompts end with "\\n\\nAssistant:" (`prompts.end_with_assistant`), generation stops at "\\n\\nHuman:" and at the
+prompts end with "\\n\\nAssistant:" (`prompts.format: hh`), generation stops at "\\n\\nHuman:" and at the
 end token and the response is cut there, whitespace and special tokens are stripped.
 Writes data/samples/<model>.jsonl: model, prompt_set, prompt_id, prompt, response, n_tokens, stopped_by.
 """

@@ -38,7 +38,7 @@ def barrier() -> None:
 
 def accumulation_steps(section, d) -> int:
     """Gradient accumulation per process, so that per-device batch x accumulation x processes stays what params say
-    when `distributed.keep_effective_batch` is on (the paper profile keeps the study's 8 at any process count)."""
+    when `distributed.keep_effective_batch` is on (the study's profiles keep its 8 at any process count)."""
     n = max(world_size(), 1)
     accum = int(section.gradient_accumulation_steps)
     if not d.keep_effective_batch or n == 1:

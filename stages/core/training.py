@@ -40,6 +40,7 @@ OWNED = {"output_dir", "report_to", "save_strategy", "save_total_limit", "save_o
          "use_cpu", "eval_strategy", "push_to_hub", "resume_from_checkpoint", "overwrite_output_dir",
          "dataset_num_proc", "truncation_mode"}
 NEVER = {"trust_remote_code", "model_init_kwargs"}  # no code from a model repository runs here (README: Safety)
+WALL_CLOCK = ("runtime", "per_second", "_time")  # log keys that measure the machine, not the model: kept out of curves
 # The study's Trainer defaults, written out (a default of a newer library version must not change a run).
 DEFAULTS = {"optim": "adamw_torch", "max_grad_norm": 1.0, "gradient_checkpointing": False,
             "logging_nan_inf_filter": False}  # the filter hides a NaN loss behind the running mean
@@ -275,7 +276,6 @@ class TrainingRun:
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
 
 
-WALL_CLOCK = ("runtime", "per_second", "_time")  # log keys that measure the machine, not the model
 def throughput(trainer, out) -> dict:
     """Tokens and steps per second of `trainer.train()`, from what TRL logs (`num_tokens`), for run records."""
     runtime = max(out.metrics.get("train_runtime", 0.0), 1e-9)
