@@ -1,16 +1,18 @@
 """Gather DVC experiments into results that span runs: the study's claims across training seeds, and sweeps.
 
     dvc exp run --queue -S seed=1 -S seed=2 ... && dvc queue start -j 1   (or: dvc exp run --queue -S 'seed=1,2')
-    python -m stages.gather                    # seeds: metrics/seeds.md, metrics/seeds.json
+    python -m stages.gather [--readme]         # seeds: metrics/seeds.md, metrics/seeds.json (and README's table)
     dvc exp run --queue -S 'dpo.beta=0.05,0.2,0.5' && dvc queue start -j 1
     python -m stages.gather --by dpo.beta      # a sweep: metrics/sweeps/dpo.beta/ (CSV per model, PNG, README.md)
 
-Experiments come from DVC's own API (`dvc.api.exp_show`): the current commit's run and the experiments derived from
-it whose params differ from it only in `seed` (and, with --by, in that param). Each one's per-prompt outcomes
-(metrics/plots/outcomes.csv: reward, harmless/helpful label) are read at its revision with `dvc.api.open`.
+Experiments come from DVC itself (`dvc exp show --json`): the current commit's run and the finished experiments
+derived from it whose params differ from it only in `seed` (and, with --by, in that param). Each one's per-prompt
+outcomes (metrics/plots/outcomes.csv: reward, harmless/helpful label) are read at its revision with DVC's API
+(`dvc.api.read`).
 
 Intervals account for both training seeds and prompts: a hierarchical bootstrap resamples the runs, then the
-prompts within each run (the same prompts for every model of a run: paired). A claim "A > B in CAS" is
+prompts within each run (the same prompts for every model of a run: paired); a rate's interval is never narrower
+than the Wilson interval of all runs' prompts pooled, so it does not collapse at 0 % or 100 %. A claim "A > B in CAS" is
 *supported* when the 95% interval of A - B lies above 0, *contradicted* when it lies below 0, and *not supported*
 otherwise; "A has the highest X" needs A above every other model (contradicted if any other is above A).
 """
@@ -19,6 +21,9 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
+import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,8 @@ import numpy as np
 from stages.core.io import StageError, fail_cleanly, write_json, write_text
 
 OUTCOMES = "metrics/plots/outcomes.csv"
+HEADLINE = "metrics/headline.json"
+README_MARK = re.compile(r"(<!-- claims:begin -->\n).*?(<!-- claims:end -->)", re.S)
 MODELS = ("base", "sft", "dpo", "sft_dpo")
 NAMES = {"base": "base", "sft": "SFT", "dpo": "DPO", "sft_dpo": "SFT+DPO"}
 METRICS = {"hmr": "HmR", "hpr": "HpR", "cas": "CAS"}
@@ -48,35 +55,39 @@ CLAIMS = [  # (text, metric, model, other models it must beat)
 ]
 
 
-def value(row: dict, key: str):
-    """A param or metric of an exp_show row, whichever file it comes from."""
-    for k, v in row.items():
-        if k == key or k.endswith(":" + key):
-            return v
-    return None
+def flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
 
 
-def select_runs(rows: list[dict], by: str | None) -> list[dict]:
-    """The baseline and the experiments whose params differ from it only in `seed` (and `by`)."""
-    baseline = next((r for r in rows if r.get("typ") == "baseline"), None)
-    if baseline is None:
+def experiments() -> tuple[dict, list[dict]]:
+    """(baseline, finished experiments derived from it), from DVC's `dvc exp show --json`: each {rev, name, params}
+    with params flattened (`dpo.beta`)."""
+    res = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
+    if res.returncode:
+        raise StageError(f"dvc exp show: {(res.stderr or res.stdout).strip().splitlines()[-1]}")
+    shown = json.loads(res.stdout)
+    base = next((r for r in shown if r["rev"] != "workspace"), None)
+    if base is None:
         raise StageError("dvc exp show: no baseline commit (commit the pipeline's run first)")
-    params = [k for k, v in baseline.items() if k not in ("Experiment", "rev", "typ", "Created", "parent", "State",
-                                                          "Executor") and not isinstance(v, (dict, list))]
+
+    def entry(r: dict) -> dict:
+        return {"rev": r["rev"], "name": r.get("name") or r["rev"][:7],
+                "params": flat(r["data"]["params"]["params.yaml"]["data"])}
+
+    done = [entry(r) for exp in base.get("experiments") or [] for r in exp.get("revs") or []
+            if not r.get("error") and ((r.get("data") or {}).get("metrics") or {}).get(HEADLINE, {}).get("data")]
+    return entry(base), done
+
+
+def select_runs(baseline: dict, runs: list[dict], by: str | None) -> list[dict]:
+    """The baseline and the experiments whose params differ from it only in `seed` (and `by`)."""
     free = {"seed", by} if by else {"seed"}
-
-    def varies_only_in_free(row):
-        return all(value(row, k) == value(baseline, k) for k in params
-                   if k.split(":")[-1] not in free and not _is_metric(k))
-
-    runs = [baseline] + [r for r in rows if r.get("typ") == "branch_commit" and r.get("State") in (None, "Success")
-                         and varies_only_in_free(r)]
-    return runs
-
-
-def _is_metric(column: str) -> bool:
-    name = column.split(":")[-1]
-    return name.split(".")[-1] in METRICS or column.startswith("metrics/")
+    keys = baseline["params"].keys() - free
+    return [baseline] + [r for r in runs if r["params"].keys() - free == keys
+                         and all(r["params"][k] == baseline["params"][k] for k in keys)]
 
 
 def read_outcomes(rev: str) -> dict:
@@ -130,6 +141,24 @@ def interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, floa
     return float(lo), float(hi)
 
 
+def pooled_wilson(runs: list[dict], judge: str, model: str, confidence: float) -> dict:
+    """Score intervals from every run's prompts pooled (Wilson; CAS by MOVER): what the prompts alone allow."""
+    from stages.core.rates import mover_mean, wilson
+
+    out, points = {}, {}
+    for k, prompt_set in (("hmr", "harmful"), ("hpr", "helpful")):
+        ok = np.concatenate([r[(judge, model, prompt_set)] for r in runs])
+        points[k], out[k] = 100 * ok.mean(), wilson(ok.sum(), len(ok), confidence)
+    out["cas"] = mover_mean(points["hmr"], out["hmr"], points["hpr"], out["hpr"])
+    return out
+
+
+def widest(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """A rate's interval: the hierarchical bootstrap's, never narrower than the prompts' own score interval (a
+    bootstrap of runs that all scored 0 % would otherwise say "exactly 0")."""
+    return min(a[0], b[0]), max(a[1], b[1])
+
+
 def verdict(diffs: list[np.ndarray]) -> tuple[str, list[tuple[float, float]]]:
     cis = [interval(d) for d in diffs]
     if all(lo > 0 for lo, _ in cis):
@@ -148,7 +177,9 @@ def summarise(runs: list[dict], resamples: int, seed: int) -> dict:
         table = {}
         for m in models:
             per_run = [rates(r, j, m) for r in runs]
-            table[m] = {k: {"mean": float(np.mean([p[k] for p in per_run])), "ci": interval(draws[m][k]),
+            floor = pooled_wilson(runs, j, m, confidence=0.95)
+            table[m] = {k: {"mean": float(np.mean([p[k] for p in per_run])),
+                            "ci": widest(interval(draws[m][k]), floor[k]),
                             "per_run": [round(p[k], 2) for p in per_run]} for k in METRICS}
         claims = []
         for text, metric, model, others in CLAIMS:
@@ -169,7 +200,8 @@ def summarise(runs: list[dict], resamples: int, seed: int) -> dict:
 
 def seeds_markdown(summary: dict, seeds: list) -> str:
     lines = [f"# The study's claims across {summary['runs']} training seeds ({', '.join(map(str, seeds))})\n",
-             "Mean over seeds; 95% intervals from a hierarchical bootstrap (seeds, then prompts within each seed). "
+             "Mean over seeds; 95% intervals from a hierarchical bootstrap (seeds, then prompts within each seed), "
+             "never narrower than the Wilson interval of all seeds' prompts pooled. "
              "A claim is *supported* when its 95% interval lies above 0, *contradicted* when below, *not supported* "
              "otherwise. `in the study` says whether the study's own Table 1 shows the ordering.\n"]
     for judge, res in summary["judges"].items():
@@ -216,7 +248,10 @@ def sweep_outputs(groups: dict, by: str, resamples: int, seed: int, out_dir: Pat
                 ax.errorbar(xs, means, yerr=[lo, hi], marker="o", capsize=3, label=NAMES[m])
                 ax.set_title(f"{METRICS[k]} ({judge})")
                 ax.set_xlabel(by)
-                ax.set_xscale("log" if min(xs) > 0 and max(xs) / min(xs) >= 10 else "linear")
+                if min(xs) > 0 and max(xs) / min(xs) >= 10:
+                    ax.set_xscale("log")
+                    ax.minorticks_off()
+                ax.set_xticks(xs, [str(x) for x in xs])
         row[0].set_ylabel("% (95% CI)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -235,20 +270,19 @@ def sweep_outputs(groups: dict, by: str, resamples: int, seed: int, out_dir: Pat
 
 @fail_cleanly
 def main(argv: list[str] | None = None) -> None:
-    import dvc.api
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--by", help="a swept param (dpo.beta); without it, the runs differ only in seed")
     ap.add_argument("--resamples", type=int, default=2000)
+    ap.add_argument("--readme", action="store_true", help="also show the seeds' table and claims in README.md")
     args = ap.parse_args(argv)
-    rows = dvc.api.exp_show()
-    runs = select_runs(rows, args.by)
+    baseline, finished = experiments()
+    runs = select_runs(baseline, finished, args.by)
     outcomes = [read_outcomes(r["rev"]) for r in runs]
-    seeds = [value(r, "seed") for r in runs]
+    seeds = [r["params"]["seed"] for r in runs]
     if args.by:
         groups: dict = {}
         for r, o in zip(runs, outcomes):
-            groups.setdefault(value(r, args.by), []).append(o)
+            groups.setdefault(r["params"][args.by], []).append(o)
         if len(groups) < 2:
             raise StageError(f"{args.by}: the experiments hold one value only (queue a sweep: README, Experiments)")
         out_dir = Path("metrics/sweeps") / args.by
@@ -260,6 +294,10 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarise(outcomes, args.resamples, 0)
     write_json("metrics/seeds.json", {"seeds": seeds} | summary)
     write_text("metrics/seeds.md", seeds_markdown(summary, seeds))
+    if args.readme:
+        readme = Path("README.md")
+        body = seeds_markdown(summary, seeds).split("\n", 1)[1]  # without its title
+        write_text(readme, README_MARK.sub(lambda m: m.group(1) + body + m.group(2), readme.read_text()))
     print(f"gather: {len(runs)} runs (seeds {seeds}) -> metrics/seeds.md")
     for judge, res in summary["judges"].items():
         for c in res["claims"]:

@@ -190,6 +190,9 @@ def test_exp_run_and_queued_sweep(repo):
     assert rows[0].startswith("dpo.beta,n_runs,hmr,hmr_ci_low,hmr_ci_high") and len(rows) == 1 + 4  # 0.05 .. 0.5
     assert (sweep / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 0.5 | 1 |" in (sweep / "README.md").read_text()
+    shown = json.loads(sh(["dvc", "plots", "show", "--json"], dst).stdout)["data"]  # declared in dvc.yaml
+    cas = shown["CAS against DPO beta"][0]["content"]["data"]["values"]
+    assert {float(v["dpo.beta"]) for v in cas} == {0.05, 0.1, 0.2, 0.5}
 
 
 @pytest.mark.slow

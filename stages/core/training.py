@@ -125,7 +125,8 @@ class FiniteGuard:
 
         class Callback(TrainerCallback):
             def on_train_begin(self, args, state, control, model=None, **kwargs):
-                guard.check_dtype(model)
+                if model is not None:
+                    guard.check_dtype(model)
 
             def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
                 if args.fp16 or model is None:  # fp16's loss scaler skips steps with inf gradients by design
