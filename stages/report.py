@@ -3,8 +3,9 @@
     python -m stages.report            # writes metrics/report.md
     python -m stages.report --readme   # also refreshes the results table in README.md
 
-Reads only metrics/*.json and data/raw/manifest.json. The claims across seeds and the beta sweep come from
-`python -m stages.gather` (metrics/seeds.md, metrics/sweeps/); the report links them when they exist.
+Reads only metrics/ and data/raw/manifest.json. The claims across seeds and the sweeps come from
+`python -m stages.gather` (metrics/seeds.md, metrics/sweeps/, committed); the report links the first and embeds the
+sweeps' plots.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ OUT = Path("metrics/report.md")
 README = Path("README.md")
 MARK = re.compile(r"(<!-- results:begin -->\n).*?(<!-- results:end -->)", re.S)
 TRAINED = ("base", "sft", "dpo", "sft_dpo")
+SEEDS = Path("metrics/seeds.md")  # gathered across experiments (python -m stages.gather), committed
+SWEEPS = Path("metrics/sweeps")
 
 
 def cell(r: dict, k: str, width: bool = False) -> str:
@@ -84,11 +87,12 @@ def render() -> tuple[str, str]:
             parts.append(f"- {pair}: harmless label {a['harmless_label']}%, helpful label {a['helpful_label']}%; "
                          f"rewards rho {a['harmful_reward_spearman']} (harmful prompts), "
                          f"{a['helpful_reward_spearman']} (helpful prompts)\n")
-    links = [(Path("metrics/seeds.md"), "Claims across training seeds"), (Path("metrics/sweeps/README.md"), "Sweeps")]
-    for path, title in links:
-        if path.exists():
-            parts.append(f"\n## {title}\n[{path.relative_to('metrics')}]({path.relative_to('metrics')}) "
-                         "(python -m stages.gather)\n")
+    if SEEDS.exists():
+        parts.append("\n## Claims across training seeds\n[seeds.md](seeds.md) (python -m stages.gather)\n")
+    for sweep in sorted(SWEEPS.glob("*/sweep.png")):
+        name = sweep.parent.name
+        parts.append(f"\n## Sweep of {name}\n[table](sweeps/{name}/README.md) (python -m stages.gather --by {name})"
+                     f"\n\n![{name} sweep](sweeps/{name}/sweep.png)\n")
     return "".join(parts), table
 
 

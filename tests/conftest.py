@@ -39,9 +39,10 @@ def copy_checkout(dst: Path) -> Path:
         if (ROOT / f).is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
-    for generated in ("dvc.lock", "metrics"):  # start from nothing, as before a first `dvc repro`
-        p = dst / generated
-        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    (dst / "dvc.lock").unlink(missing_ok=True)  # start from nothing, as before a first `dvc repro`...
+    for p in (dst / "metrics").iterdir():  # ...but keep what is gathered across experiments (the report's input)
+        if p.name not in ("seeds.md", "seeds.json", "sweeps"):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
     return dst
 
 

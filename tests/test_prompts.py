@@ -29,6 +29,12 @@ def test_stage_selects_seeded_distinct_prompts(in_tmp):
     assert (in_tmp / "data/eval/prompts.jsonl").read_bytes() == first
 
 
+def test_all_matching_prompts_as_a_larger_evaluation_set():
+    pool = [(str(i), f"p{i}", f"c{i}") for i in range(7)]
+    assert prompts._pick(pool, "all", 0, "harmful", "") == pool
+    assert len(prompts._pick(pool, 3, 0, "harmful", "")) == 3
+
+
 def test_too_few_matches_is_a_clear_error(in_tmp):
     download.main()
     p = tiny_params()

@@ -78,6 +78,7 @@ def test_a_float16_checkpoint_is_saved_and_trained_in_float32(opt_base, cache):
     p["sft"].update(max_steps=4, save_steps=100, learning_rate=2.0e-5)
     res = stage(opt_base, p, "stages.sft", env=cache["env"])
     assert res.returncode == 0, res.stderr[-2000:]
+    assert "sft: step 4/4 (100.0%)" in res.stdout and "ETA" in res.stdout  # plain progress lines without a terminal
     trained = load_file(str(opt_base / "models/sft/model.safetensors"))
     assert {str(w.dtype) for w in trained.values()} == {"torch.float32"}
     assert all(torch.isfinite(w).all() for w in trained.values())
