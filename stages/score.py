@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 from stages.core import distributed as dist
-from stages.core import params as P
 from stages.core.io import fail_cleanly, iter_jsonl, write_json, write_jsonl
 from stages.core.judges import load_judge
 from stages.core.modeling import per_model_stage
