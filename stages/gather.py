@@ -63,7 +63,7 @@ def flat(d: dict, prefix: str = "") -> dict:
 
 
 def experiments() -> tuple[dict, list[dict]]:
-    """(baseline, finished experiments derived from it), from DVC's `dvc exp show --json`: each {rev, name, params}
+    """(baseline, finished experiments derived from it), from DVC's `dvc exp show --json`: each {rev, params}
     with params flattened (`dpo.beta`)."""
     res = subprocess.run(["dvc", "exp", "show", "--json"], capture_output=True, text=True)
     if res.returncode:
@@ -74,8 +74,7 @@ def experiments() -> tuple[dict, list[dict]]:
         raise StageError("dvc exp show: no baseline commit (commit the pipeline's run first)")
 
     def entry(r: dict) -> dict:
-        return {"rev": r["rev"], "name": r.get("name") or r["rev"][:7],
-                "params": flat(r["data"]["params"]["params.yaml"]["data"])}
+        return {"rev": r["rev"], "params": flat(r["data"]["params"]["params.yaml"]["data"])}
 
     done = [entry(r) for exp in base.get("experiments") or [] for r in exp.get("revs") or []
             if not r.get("error") and ((r.get("data") or {}).get("metrics") or {}).get(HEADLINE, {}).get("data")]

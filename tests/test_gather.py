@@ -7,7 +7,7 @@ from stages import gather
 
 
 def run(params: dict) -> dict:
-    return {"rev": str(len(params)), "name": "x", "params": params}
+    return {"rev": str(len(params)), "params": params}
 
 
 def test_only_runs_that_differ_in_seed_or_the_swept_param_are_pooled():

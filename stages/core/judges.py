@@ -96,6 +96,8 @@ class SequenceClassifierJudge:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model.to(self.device).eval()
         self.input_format, self.batch_size, self.name = input_format, batch_size, Path(path).name
+        if input_format == "chat":  # an over-long dialogue loses its oldest turns, never the response
+            self.tok.truncation_side = "left"
         self.limit = {"max_length": max_length} if max_length else {}  # none: the tokenizer's model_max_length
 
     def chat_text(self, prompt: str, response: str) -> str:
@@ -115,8 +117,7 @@ class SequenceClassifierJudge:
             p, r = prompts[i : i + self.batch_size], responses[i : i + self.batch_size]
             if self.input_format == "pair":
                 enc = self.tok(p, r, truncation=True, **self.limit, padding=True, return_tensors="pt")
-            elif self.input_format == "chat":  # an over-long dialogue loses its oldest turns, never the response
-                self.tok.truncation_side = "left"
+            elif self.input_format == "chat":
                 enc = self.tok([self.chat_text(a, b) for a, b in zip(p, r)], truncation=True,
                                **self.limit, padding=True, return_tensors="pt")
             else:

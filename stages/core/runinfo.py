@@ -30,8 +30,12 @@ def device_name() -> str:
 
 
 def run_info(**extra) -> dict:
-    # No timestamps or host names: outputs must be byte-identical when re-run on the same machine.
-    return {"versions": versions(), "device": device_name(), "machine": platform.machine(), **extra}
+    """Versions, device and the pinned CPU path (stages/core/determinism.py). No timestamps or host names: the
+    record is the same bytes on every run, on any x86-64 machine with AVX2."""
+    from .determinism import describe
+
+    return {"versions": versions(), "device": device_name(), "machine": platform.machine(), "cpu": describe(),
+            **extra}
 
 
 LOGS = Path("logs")  # timings of the last run of each stage: machine-dependent, so in neither DVC nor git
