@@ -1,6 +1,6 @@
 """GPU check of the study's path before a full run: opt-350m's real shape (random weights, 331M parameters), the study
 profile's settings, a few hundred SFT and DPO steps, 100 prompts sampled and scored; prints steps/s, tokens/s, peak
-GPU memory and the projected wall time of the full study per stage. Not a test; about 6 minutes on one H100.
+GPU memory and the projected wall time of the full study per stage. Not a test; about 5 minutes on one H200 (measured: README, GPU check).
 
     python bench/gpu_check.py                       # on a machine with one GPU (offline: look-alikes, no hub)
     python bench/gpu_check.py --shape tiny --sft-steps 4 --dpo-steps 2     # a CPU smoke run of the script itself
@@ -32,8 +32,16 @@ STUDY_TIME = {"sft": "3h02m", "dpo": "2h09m", "sft_dpo": "2h14m"}
 
 
 def checkout(dst: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
+    """The project's files (git's view; a copy with no git folder: every file outside outputs and caches)."""
+    res = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                         capture_output=True, text=True)
+    if res.returncode == 0:
+        files = res.stdout.split()
+    else:
+        skip = {"data", "models", "checkpoints", "logs", "dvc_plots"}
+        files = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
+                 if p.is_file() and not any(part.startswith(".") or part in skip
+                                            for part in p.relative_to(ROOT).parts[:-1])]
     for f in files:
         if (ROOT / f).is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +56,9 @@ def params(args, digests: dict) -> dict:
     p["clean"].update(heldout_max_pairs=64, calibration_max_pairs=20)
     p["sft"].update(max_steps=args.sft_steps, logging_steps=25, save_steps=10**6)
     p["dpo"].update(max_steps=args.dpo_steps, logging_steps=25, save_steps=10**6, eval_pairs=64, eval_steps=10**6)
+    if args.pad_to:  # every batch padded to this length: an upper bound on the study's real sequence lengths
+        for stage in ("sft", "dpo"):
+            p[stage]["trainer"] = {**(p[stage].get("trainer") or {}), "pad_to_multiple_of": args.pad_to}
     p["sample"]["device"] = "auto"  # the GPU's decoding speed (the study decoded on a CPU: sample.device=cpu)
     p["base"]["pickle_sha256"] = digests["base.pickle_sha256"]
     p["score"]["judges"][0]["pickle_sha256"] = digests["score.judges.0.pickle_sha256"]
@@ -55,6 +66,13 @@ def params(args, digests: dict) -> dict:
         if key.startswith("prompts."):
             p["prompts"][key.split(".", 1)[1]] = value
     return p
+
+
+def stage_env(cache_env: dict, work: Path) -> dict:
+    """The stages' environment: the look-alike cache, offline; the scratch copy first on the path, and an existing
+    PYTHONPATH (packages installed with `pip --target`, as on a machine whose own packages are older) after it."""
+    return {**os.environ, **cache_env,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")]))}
 
 
 def run(work: Path, env: dict, *args: str) -> float:
@@ -75,6 +93,10 @@ def main() -> None:
     ap.add_argument("--shape", choices=["real", "tiny"], default="real")
     ap.add_argument("--sft-steps", type=int, default=300)
     ap.add_argument("--dpo-steps", type=int, default=200)
+    ap.add_argument("--pad-to", type=int, metavar="N",
+                    help="pad every training batch to N tokens (the look-alike data's dialogues are shorter than "
+                         "HH-RLHF's: without it the projection is a lower bound, with N = max_length an upper one)")
+    ap.add_argument("--training-only", action="store_true", help="stop after SFT and DPO (no sampling, scoring)")
     ap.add_argument("--keep", type=Path, help="keep the scratch folder here")
     args = ap.parse_args()
     from stages.rehearse import build
@@ -85,27 +107,33 @@ def main() -> None:
     work = scratch / "work"
     checkout(work)
     (work / "params.yaml").write_text(yaml.safe_dump(params(args, manifest["overrides"]), sort_keys=False))
-    env = {**os.environ, **manifest["env"], "PYTHONPATH": str(work)}
+    env = stage_env(manifest["env"], work)
     wall = {}
     for stage in (["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.base"], ["stages.sft"],
                   ["stages.dpo", "dpo"], ["stages.sample", "base"], ["stages.score", "base"]):
+        if args.training_only and stage[0] in ("stages.sample", "stages.score"):
+            continue
         wall[" ".join(stage)] = run(work, env, *stage)
-        print(f"  {' '.join(stage):22s} {wall[' '.join(stage)]:7.1f} s", file=sys.stderr)
+        print(f"  {' '.join(stage):22s} {wall[' '.join(stage)]:7.1f} s", file=sys.stderr, flush=True)
     logs = {p.stem: json.loads(p.read_text()) for p in (work / "logs").glob("*.json")}
     device = logs["sft"]["device"]
     lines = [f"GPU check, {time.strftime('%Y-%m-%d')}, {device}, opt-350m shape: {args.shape}; "
-             f"{hms(time.perf_counter() - started)} in all", "",
+             f"{hms(time.perf_counter() - started)} in all"
+             + (f"; every training batch padded to {args.pad_to} tokens" if args.pad_to else ""), "",
              "| stage | measured | steps/s | tokens/s | peak GPU memory | projected for the study | the study (A100) |",
              "|---|---|---|---|---|---|---|"]
     for name in ("sft", "dpo"):
         t = logs[name]
         projected = STUDY_STEPS[name] / t["steps_per_s"] if t["steps_per_s"] else float("nan")
+        tokens = f"{t['tokens_per_s']:,.0f}" if t["tokens_per_s"] else "-"  # TRL logs num_tokens every logging_steps
         lines.append(f"| {name} | {t['train_runtime_s']} s for {args.sft_steps if name == 'sft' else args.dpo_steps} "
-                     f"steps | {t['steps_per_s']} | {t['tokens_per_s']:,.0f} | {t.get('peak_gpu_memory_gib', '-')} GiB "
+                     f"steps | {t['steps_per_s']} | {tokens} | {t.get('peak_gpu_memory_gib', '-')} GiB "
                      f"| {hms(projected)} | {STUDY_TIME[name]} |")
         if name == "dpo":
             lines.append(f"| sft_dpo | (as dpo) | | | | {hms(projected)} | {STUDY_TIME['sft_dpo']} |")
     for name, unit in (("sample@base", "tokens_per_s"), ("score@base", "responses_per_s")):
+        if name not in logs:
+            continue
         t = logs[name]
         lines.append(f"| {name} | {t['wall_time_s']} s for 100 prompts | | {t[unit]} {unit.split('_')[0]}/s | "
                      f"{t.get('peak_gpu_memory_gib', '-')} GiB | {hms(4 * t['wall_time_s'])} (4 models) | |")

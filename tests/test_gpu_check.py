@@ -1,5 +1,6 @@
 """bench/gpu_check.py, the one-command GPU check of the study's path, runs end to end (here on a CPU with small
 look-alikes; on a GPU with opt-350m's real shape) and prints its projection table."""
+import os
 import subprocess
 import sys
 
@@ -19,3 +20,54 @@ def test_gpu_check_runs_and_projects_the_study(tmp_path):
     for row in ("| sft | ", "| dpo | ", "| sft_dpo | ", "| sample@base | ", "| score@base | "):
         assert row in table
     assert "| 3h02m |" in table  # the study's own SFT time, beside the projection
+
+
+def gpu_check_module():
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    return gpu_check
+
+
+def test_padding_reaches_both_trainers_and_the_path_keeps_installed_packages(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from stages import dpo, sft
+    from stages.core import params as P
+
+    gpu_check = gpu_check_module()
+    monkeypatch.chdir(ROOT)
+    args = SimpleNamespace(sft_steps=4, dpo_steps=2, pad_to=512)
+    digests = {"base.pickle_sha256": "0" * 64, "score.judges.0.pickle_sha256": "1" * 64}
+    study = P.validate(gpu_check.params(args, digests))
+    assert sft.sft_config(study.sft, tmp_path, 42).pad_to_multiple_of == 512
+    assert dpo.dpo_config(study.dpo, tmp_path, 42).pad_to_multiple_of == 512
+    assert "pad_to_multiple_of" not in (P.validate(gpu_check.params(SimpleNamespace(
+        sft_steps=4, dpo_steps=2, pad_to=None), digests)).sft.trainer)
+
+    monkeypatch.setenv("PYTHONPATH", "/tmp/site")  # packages installed with pip --target on the GPU machine
+    env = gpu_check.stage_env({"HF_HUB_OFFLINE": "1"}, tmp_path / "work")
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(tmp_path / "work"), "/tmp/site"]
+    assert env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_checkout_without_a_git_folder(tmp_path):
+    """The device machine receives a copy of the working tree that may have no .git: the scratch copy still holds
+    every stage, and no outputs or caches."""
+    gpu_check = gpu_check_module()
+    copy = tmp_path / "copy"
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+    copy.mkdir()
+    subprocess.run(["tar", "x", "-C", str(copy)], input=archive, check=True)
+    (copy / "models" / "sft").mkdir(parents=True)
+    (copy / "models" / "sft" / "model.safetensors").write_bytes(b"x")
+    gpu_check.ROOT = copy
+    try:
+        gpu_check.checkout(tmp_path / "work")
+    finally:
+        gpu_check.ROOT = ROOT
+    got = {p.relative_to(tmp_path / "work").as_posix() for p in (tmp_path / "work").rglob("*") if p.is_file()}
+    assert {"stages/sft.py", "stages/core/training.py", "conf/config.yaml", "params.yaml"} <= got
+    assert not any(g.startswith("models/") for g in got)
