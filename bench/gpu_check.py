@@ -1,6 +1,7 @@
 """GPU check of the study's path before a full run: opt-350m's real shape (random weights, 331M parameters), the study
 profile's settings, a few hundred SFT and DPO steps, 100 prompts sampled and scored; prints steps/s, tokens/s, peak
-GPU memory and the projected wall time of the full study per stage. Not a test; about 5 minutes on one H200 (measured: README, GPU check).
+GPU memory and the projected wall time of the full study per stage. Not a test; about 6 minutes on one H200
+(README, GPU check: measured 5 min 03 s with --sft-steps 200 --dpo-steps 100).
 
     python bench/gpu_check.py                       # on a machine with one GPU (offline: look-alikes, no hub)
     python bench/gpu_check.py --shape tiny --sft-steps 4 --dpo-steps 2     # a CPU smoke run of the script itself
