@@ -119,7 +119,8 @@ def _scratch(params: P.Params, rows: list[dict]) -> None:
 
     run.save(write, {"final_loss": round(out.training_loss, 4), "steps": out.global_step,
                      "parameters": count_trainable(model), "vocab_size": len(tok)},
-             record={"source": "scratch", "precision": params.distributed.mixed_precision}, timing=throughput(trainer, out))
+             record={"source": "scratch", "precision": params.distributed.mixed_precision},
+             timing=throughput(trainer, out))
 
 
 @fail_cleanly

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.core import params as P
+from stages.core.hh import prompt_key
 from stages.core.determinism import seed_and_pin
 from stages.core.io import StageError, fail_cleanly, iter_jsonl, write_json
 from stages.core.rates import win_share
@@ -53,11 +54,11 @@ def best_cut(chosen: np.ndarray, rejected: np.ndarray) -> tuple[float, float]:
 
 
 def pairs_by_set(params: P.Params) -> dict[str, list[dict]]:
-    eval_prompts = {" ".join(r["prompt"].split()).lower() for _, r in iter_jsonl(EVAL)}
+    eval_prompts = {prompt_key(r["prompt"]) for _, r in iter_jsonl(EVAL)}
     subsets = {"harmful": params.prompts.harmful_subset, "helpful": params.prompts.helpful_subset}
     out: dict[str, list[dict]] = {kind: [] for kind in subsets}
     for _, pair in iter_jsonl(PAIRS):
-        if " ".join(pair["prompt"].split()).lower() in eval_prompts:
+        if prompt_key(pair["prompt"]) in eval_prompts:
             continue
         for kind, subset in subsets.items():
             if pair["subset"] == subset:

@@ -31,10 +31,6 @@ RULES = ["malformed", "prompt_mismatch", "ends_with_human_turn", "empty_response
          "near_duplicate", "too_long", "duplicate_pair", "eval_leak"]
 
 
-def _key(prompt: str) -> str:
-    return " ".join(prompt.split()).lower()
-
-
 def similarity(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
@@ -71,13 +67,13 @@ def check_pair(rec: dict, p: P.CleanParams, eval_keys: set[str], seen: set) -> t
     if on.duplicate_pair and key in seen:
         return "duplicate_pair", pair
     seen.add(key)
-    if on.eval_leak and _key(prompt) in eval_keys:
+    if on.eval_leak and hh.prompt_key(prompt) in eval_keys:
         return "eval_leak", pair
     return None, pair
 
 
 def clean(records: list[dict], p: P.CleanParams, eval_prompts: list[str]) -> tuple[list[dict], dict]:
-    eval_keys = {_key(t) for t in eval_prompts}
+    eval_keys = {hh.prompt_key(t) for t in eval_prompts}
     seen: set = set()
     kept: list[dict] = []
     dropped = {r: 0 for r in RULES}

@@ -115,10 +115,15 @@ def _local(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
     return read_folder(root, p)
 
 
+def dataset_files(p: P.DownloadParams) -> list[str]:
+    """The files of Anthropic's repository the params read: `<subset>/<split>.jsonl.gz`."""
+    return [f"{subset}/{split}.jsonl.gz" for subset in p.subsets for split in p.splits]
+
+
 def _hub(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
     """The same files from the hub repository at the pinned commit, through the Hugging Face cache (offline: from
     a cache filled beforehand; README)."""
-    patterns = [f"{subset}/{split}.jsonl.gz" for subset in p.subsets for split in p.splits]
+    patterns = dataset_files(p)
     folder = hub.snapshot(p.dataset, p.revision, patterns, repo_type="dataset")
     missing = [x for x in patterns if not (folder / x).exists()]
     if missing:

@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),
         "heldout_reward_margin_before": round(before.get("eval_rewards/margins", float("nan")), 4) if before else None,
     }
-    run.save(write, metrics, record={"start": str(start), "beta": d.beta, "precision": params.distributed.mixed_precision}, timing=throughput(trainer, out))
+    run.save(write, metrics, timing=throughput(trainer, out),
+             record={"start": str(start), "beta": d.beta, "precision": params.distributed.mixed_precision})
     print(f"{name}: saved {out_dir} (held-out accuracy {metrics['heldout_reward_accuracy']}, "
           f"margin {metrics['heldout_reward_margin']})")
 

@@ -29,11 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from stages.core.io import StageError, fail_cleanly, write_json, write_text
+from stages.core.params import MODEL_NAMES as MODELS
+from stages.core.rates import mover_mean, percentile_ci, wilson
 
 OUTCOMES = "metrics/plots/outcomes.csv"
 HEADLINE = "metrics/headline.json"
 README_MARK = re.compile(r"(<!-- claims:begin -->\n).*?(<!-- claims:end -->)", re.S)
-MODELS = ("base", "sft", "dpo", "sft_dpo")
+CONFIDENCE = 0.95  # the claims' and intervals' level
 NAMES = {"base": "base", "sft": "SFT", "dpo": "DPO", "sft_dpo": "SFT+DPO"}
 METRICS = {"hmr": "HmR", "hpr": "HpR", "cas": "CAS"}
 # The study's Table 1 (HmR / HpR / CAS, %): its ordering and headline claims, each tested below.
@@ -135,15 +137,8 @@ def bootstrap(runs: list[dict], judge: str, resamples: int, seed: int) -> dict:
     return draws
 
 
-def interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    lo, hi = np.percentile(samples, [50 * (1 - confidence), 50 * (1 + confidence)])
-    return float(lo), float(hi)
-
-
 def pooled_wilson(runs: list[dict], judge: str, model: str, confidence: float) -> dict:
     """Score intervals from every run's prompts pooled (Wilson; CAS by MOVER): what the prompts alone allow."""
-    from stages.core.rates import mover_mean, wilson
-
     out, points = {}, {}
     for k, prompt_set in (("hmr", "harmful"), ("hpr", "helpful")):
         ok = np.concatenate([r[(judge, model, prompt_set)] for r in runs])
@@ -159,7 +154,7 @@ def widest(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float
 
 
 def verdict(diffs: list[np.ndarray]) -> tuple[str, list[tuple[float, float]]]:
-    cis = [interval(d) for d in diffs]
+    cis = [percentile_ci(d, CONFIDENCE) for d in diffs]
     if all(lo > 0 for lo, _ in cis):
         return "supported", cis
     if any(hi < 0 for _, hi in cis):
@@ -176,9 +171,9 @@ def summarise(runs: list[dict], resamples: int, seed: int) -> dict:
         table = {}
         for m in models:
             per_run = [rates(r, j, m) for r in runs]
-            floor = pooled_wilson(runs, j, m, confidence=0.95)
+            floor = pooled_wilson(runs, j, m, CONFIDENCE)
             table[m] = {k: {"mean": float(np.mean([p[k] for p in per_run])),
-                            "ci": widest(interval(draws[m][k]), floor[k]),
+                            "ci": widest(percentile_ci(draws[m][k], CONFIDENCE), floor[k]),
                             "per_run": [round(p[k], 2) for p in per_run]} for k in METRICS}
         claims = []
         for text, metric, model, others in CLAIMS:
@@ -291,11 +286,12 @@ def main(argv: list[str] | None = None) -> None:
     if len(set(seeds)) < len(seeds):
         raise StageError(f"seeds {seeds}: two runs share a seed (one experiment per seed)")
     summary = summarise(outcomes, args.resamples, 0)
+    markdown = seeds_markdown(summary, seeds)
     write_json("metrics/seeds.json", {"seeds": seeds} | summary)
-    write_text("metrics/seeds.md", seeds_markdown(summary, seeds))
+    write_text("metrics/seeds.md", markdown)
     if args.readme:
         readme = Path("README.md")
-        body = seeds_markdown(summary, seeds).split("\n", 1)[1]  # without its title
+        body = markdown.split("\n", 1)[1]  # without its title
         write_text(readme, README_MARK.sub(lambda m: m.group(1) + body + m.group(2), readme.read_text()))
     print(f"gather: {len(runs)} runs (seeds {seeds}) -> metrics/seeds.md")
     for judge, res in summary["judges"].items():

@@ -53,12 +53,12 @@ def params_references(params: P.Params | None = None) -> list[tuple[str, str, st
 def downloads(params: P.Params) -> list[tuple[str, str | None, list[str], str]]:
     """(repo, commit, file patterns, repo type) of every hub download `params` makes: what the stages read."""
     from stages.core.modeling import hub_files
+    from stages.download import dataset_files
 
     out = []
     for key, repo, rev, dataset in params_references(params):
         if dataset:
-            patterns = [f"{s}/{split}.jsonl.gz" for s in params.download.subsets for split in params.download.splits]
-            out.append((repo, rev, patterns, "dataset"))
+            out.append((repo, rev, dataset_files(params.download), "dataset"))
         else:
             digest = params.base.pickle_sha256 if key.startswith("base.") else \
                 params.score.judges[int(key.split(".")[2])].pickle_sha256

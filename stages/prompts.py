@@ -22,7 +22,8 @@ from pathlib import Path
 
 from stages.core import hh
 from stages.core import params as P
-from stages.core.io import StageError, fail_cleanly, iter_jsonl, open_input, unicode_problem, write_bytes, write_jsonl
+from stages.core.io import (StageError, decode_utf8, fail_cleanly, iter_jsonl, open_input, unicode_problem,
+                            write_bytes, write_jsonl)
 
 RAW = Path("data/raw/pairs.jsonl")
 OUT = Path("data/eval/prompts.jsonl")
@@ -69,10 +70,7 @@ def load_prompt_file(source: str, sha256: str | None = None) -> list[str]:
         if sha256:
             check_digest(source, data, sha256)
     try:
-        parsed = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise StageError(f"{source}: line {line}: not UTF-8 ({exc.reason})") from None
+        parsed = json.loads(decode_utf8(data, source))
     except json.JSONDecodeError as exc:
         raise StageError(f"{source}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
     if not isinstance(parsed, list) or not parsed:

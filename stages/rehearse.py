@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
+from stages.core import hh
 from stages.core import params as P
 from stages.core import synthetic
 from stages.core.io import fail_cleanly, sha256_file, write_json
@@ -196,7 +196,7 @@ def build(root: Path, shape: str = "tiny", seed: int = 0, real_everywhere: bool 
     for name in ("harmful", "helpful"):
         real = SHARED / "paper-eval" / f"{name}_prompts.json"
         digest = getattr(improved.prompts, f"{name}_sha256")
-        if real.exists() and hashlib.sha256(real.read_bytes()).hexdigest() == digest:
+        if real.exists() and sha256_file(real) == digest:
             target = url_cache(hf) / digest
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(real, target)
@@ -204,7 +204,7 @@ def build(root: Path, shape: str = "tiny", seed: int = 0, real_everywhere: bool 
         else:  # without the shared copy: a local look-alike file, which the rehearsal must name in its overrides
             path = root / f"{name}_prompts.json"
             rows = synthetic.generate("harmless-base" if name == "harmful" else "helpful-base", "test", 50, seed, 0, 0.3)[0]
-            path.write_text(json.dumps([r["chosen"].rsplit("\n\nAssistant:", 1)[0].strip() for r in rows]))
+            path.write_text(json.dumps([r["chosen"].rsplit(hh.ASSISTANT, 1)[0].strip() for r in rows]))
             overrides |= {f"prompts.{name}_file": str(path), f"prompts.{name}_sha256": sha256_file(path)}
             prompts[name] = f"look-alike {path}"
     manifest = {"env": {"HF_HOME": str(hf), "HF_HUB_OFFLINE": "1"}, "overrides": overrides, "shape": shape,

@@ -49,10 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     if not dist.is_main():
         return
     write_jsonl(OUT_DIR / f"{name}.jsonl", rows)
-    spent = time.perf_counter() - started
-    log_timing(f"sample@{name}", {"wall_time_s": round(spent, 1), "prompts": len(rows),
-                                  "new_tokens": sum(r["n_tokens"] for r in rows),
-                                  "tokens_per_s": round(sum(r["n_tokens"] for r in rows) / spent, 1)})
+    spent, new_tokens = time.perf_counter() - started, sum(r["n_tokens"] for r in rows)
+    log_timing(f"sample@{name}", {"wall_time_s": round(spent, 1), "prompts": len(rows), "new_tokens": new_tokens,
+                                  "tokens_per_s": round(new_tokens / spent, 1)})
     empty = sum(not r["response"] for r in rows)
     print(f"sample@{name}: {len(rows)} responses ({empty} empty)")
 

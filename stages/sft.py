@@ -70,7 +70,8 @@ def main() -> None:
     run.save(write, {"final_loss": round(out.training_loss, 4), "steps": out.global_step,
                      "effective_batch_size": effective_batch_size(trainer.args),
                      "trainable_parameters": count_trainable(model)},
-             record={"start": str(START), "loss_on": s.loss_on, "precision": params.distributed.mixed_precision}, timing=throughput(trainer, out))
+             record={"start": str(START), "loss_on": s.loss_on, "precision": params.distributed.mixed_precision},
+             timing=throughput(trainer, out))
     print(f"sft: saved {OUT} (loss {out.training_loss:.3f})")
 
 

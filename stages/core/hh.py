@@ -37,6 +37,12 @@ def join(prompt: str, response: str) -> str:
     return f"{prompt} {response}" if response else prompt
 
 
+def prompt_key(prompt: str) -> str:
+    """A prompt compared up to whitespace and case: how an evaluation prompt is kept out of training (`clean`'s
+    eval_leak) and out of the judges' calibration pairs (`calibrate`)."""
+    return " ".join(prompt.split()).lower()
+
+
 def turns(text: str) -> list[tuple[str, str]]:
     """[(speaker, utterance), ...] of a transcript."""
     parts = _TURN.split(text)

@@ -36,19 +36,24 @@ def fail_cleanly(main):
     return wrapper
 
 
-def _atomic_text(path: Path, text: str) -> None:
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """The one atomic writer: a temp file beside the target, flushed to disk, then renamed over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -65,19 +70,6 @@ def write_text(path: str | Path, text: str) -> None:
     _atomic_text(Path(path), text)
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def open_input(path: str | Path, mode: str = "r"):
     """open() for a stage's input, with a one-line error for what a user can fix: a missing file, a folder where a
     file should be, a file the stage may not read."""
@@ -92,15 +84,19 @@ def open_input(path: str | Path, mode: str = "r"):
         raise StageError(f"{path}: permission denied (cannot read it)") from None
 
 
-def read_text(path: str | Path) -> str:
-    """A UTF-8 text input, read whole; undecodable bytes are an error naming the line."""
-    with open_input(path, "rb") as fh:
-        data = fh.read()
+def decode_utf8(data: bytes, source: str | Path) -> str:
+    """UTF-8 text of an input's bytes; undecodable bytes are an error naming the source and the line."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise StageError(f"{path}: line {line}: not UTF-8 ({exc.reason})") from None
+        raise StageError(f"{source}: line {line}: not UTF-8 ({exc.reason})") from None
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text input, read whole."""
+    with open_input(path, "rb") as fh:
+        return decode_utf8(fh.read(), path)
 
 
 def unicode_problem(text: str) -> str | None:

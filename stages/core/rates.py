@@ -57,7 +57,7 @@ def win_share(rewards, base_rewards) -> np.ndarray:
     return (a > b) + 0.5 * (a == b)
 
 
-def _percentile_ci(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_ci(samples: np.ndarray, confidence: float) -> tuple[float, float]:
     lo, hi = np.percentile(samples, [50 * (1 - confidence), 50 * (1 + confidence)])
     return float(lo), float(hi)
 
@@ -70,9 +70,9 @@ def bootstrap_deltas(harm_ok: np.ndarray, help_ok: np.ndarray, base_harm_ok: np.
     ip = rng.integers(0, len(help_ok), size=(n, len(help_ok)))
     dhm = 100.0 * (harm_ok[ih].mean(axis=1) - base_harm_ok[ih].mean(axis=1))
     dhp = 100.0 * (help_ok[ip].mean(axis=1) - base_help_ok[ip].mean(axis=1))
-    return {"delta_harmless_rate": _percentile_ci(dhm, confidence),
-            "delta_helpful_rate": _percentile_ci(dhp, confidence),
-            "delta_cas": _percentile_ci((dhm + dhp) / 2, confidence)}
+    return {"delta_harmless_rate": percentile_ci(dhm, confidence),
+            "delta_helpful_rate": percentile_ci(dhp, confidence),
+            "delta_cas": percentile_ci((dhm + dhp) / 2, confidence)}
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:

@@ -48,4 +48,4 @@ def log_timing(stage: str, timing: dict) -> None:
     from .io import write_json
 
     gpu = {"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)} if torch.cuda.is_available() else {}
-    write_json(LOGS / f"{stage}.json", {"stage": stage, **timing, **gpu, "device": run_info()["device"]})
+    write_json(LOGS / f"{stage}.json", {"stage": stage, **timing, **gpu, "device": device_name()})
