@@ -62,7 +62,7 @@ def params(args, digests: dict) -> dict:
             p[stage]["trainer"] = {**(p[stage].get("trainer") or {}), "pad_to_multiple_of": args.pad_to}
     p["sample"]["device"] = "auto"  # the GPU's decoding speed (the study decoded on a CPU: sample.device=cpu)
     p["base"]["pickle_sha256"] = digests["base.pickle_sha256"]
-    p["score"]["judges"][0]["pickle_sha256"] = digests["score.judges.0.pickle_sha256"]
+    p["score"]["judges"][0]["pickle_sha256"] = digests["score.judges.0.pickle_sha256"]  # pinned by stages.pin --fetch
     for key, value in digests.items():
         if key.startswith("prompts."):
             p["prompts"][key.split(".", 1)[1]] = value
@@ -107,8 +107,11 @@ def main() -> None:
     manifest = build(scratch / "cache", shape=args.shape, real_everywhere=True)
     work = scratch / "work"
     checkout(work)
-    (work / "params.yaml").write_text(yaml.safe_dump(params(args, manifest["overrides"]), sort_keys=False))
     env = stage_env(manifest["env"], work)
+    run(work, env, "stages.pin", "--fetch", "--profile", "study")  # the user's one step: pins the judge's pickle
+    judge = yaml.safe_load((work / "conf/profile/study.yaml").read_text())["score"]["judges"][0]
+    digests = {**manifest["overrides"], "score.judges.0.pickle_sha256": judge["pickle_sha256"]}
+    (work / "params.yaml").write_text(yaml.safe_dump(params(args, digests), sort_keys=False))
     wall = {}
     for stage in (["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.base"], ["stages.sft"],
                   ["stages.dpo", "dpo"], ["stages.sample", "base"], ["stages.score", "base"]):

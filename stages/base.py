@@ -53,8 +53,8 @@ def dialogue_texts(rows: list[dict]) -> list[str]:
     """Every distinct transcript, chosen and rejected alike."""
     seen: dict[str, None] = {}
     for r in rows:
-        seen.setdefault(hh.join(r["prompt"], r["chosen"]))
-        seen.setdefault(hh.join(r["prompt"], r["rejected"]))
+        for text in hh.transcripts(r):
+            seen.setdefault(text)
     return list(seen)
 
 
@@ -81,7 +81,7 @@ def _pretrained(params: P.Params, rows: list[dict]) -> None:
     # facebook/opt-350m is published only as pytorch_model.bin: read once here, with its digest checked against
     # base.pickle_sha256, and saved as safetensors, which is all any later stage loads
     model, origin = load_pretrained(AutoModelForCausalLM, b.pretrained, b.revision, b.pickle_sha256)
-    texts = [hh.join(r["prompt"], r["chosen"]) for r in rows[:START_LOSS_TEXTS]]  # what SFT trains on
+    texts = [hh.transcripts(r)[0] for r in rows[:START_LOSS_TEXTS]]  # what SFT trains on
     texts_data = Dataset.from_dict({"text": texts})  # (SFTTrainer needs a train set; nothing is trained)
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=texts_data, eval_dataset=texts_data, processing_class=tok,
                          callbacks=run.callbacks(resume=False))

@@ -46,6 +46,10 @@ def check_pair(rec: dict, p: P.CleanParams, eval_keys: set[str], seen: set) -> t
     except hh.Malformed:
         return "malformed", None
     pair = {"id": rec["id"], "subset": rec["subset"], "prompt": prompt, "chosen": chosen, "rejected": rejected}
+    # each side's own transcript, when the parsed pair would not rebuild it (the study trained on the raw texts)
+    for side, response in (("chosen", chosen), ("rejected", rejected)):
+        if hh.join(prompt, response) != rec[side]:
+            pair[f"{side}_transcript"] = rec[side]
     if on.prompt_mismatch and prompt != prompt_r:
         return "prompt_mismatch", pair
     # a transcript whose last turn is the human's: its "response" would teach the model to write Human turns

@@ -3,9 +3,10 @@
     python -m stages.dpo dpo        # DPO from models/base  -> models/dpo
     python -m stages.dpo sft_dpo    # the same DPO from models/sft -> models/sft_dpo
 
-The reference model is the starting model itself (the adapter disabled), as in the study. Prompts are truncated
-from the left to `dpo.max_prompt_length` (TRL 1.x has no such option) so responses are never cut away. Held-out
-pairs (test split, never trained on) give the reward accuracy and margin curves.
+The reference model is the starting model itself (the adapter disabled), as in the study. With `dpo.truncation:
+fit_prompt` prompts are truncated from the left to `dpo.max_prompt_length` (TRL 1.x has no such option) so responses
+are never cut away; `dpo.bos`, `dpo.tokenize` and `keep_end` reproduce TRL 0.16.1's token ids for the study
+(stages/core/preference.py). Held-out pairs (test split, never trained on) give the reward accuracy and margin curves.
 Writes models/<name>: the adapter itself in adapter/, and for sampling the merged plain model (`dpo.merge_adapter:
 true`) or the start model in start/ (false: sampled through the unmerged adapter, as the study did);
 metrics/<name>/train.json and DVCLive curves in metrics/<name>/live.
@@ -16,7 +17,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from stages.core import hh
+from stages.core import hh, preference
 from stages.core import params as P
 from stages.core.determinism import seed_and_pin
 from stages.core.io import StageError, fail_cleanly, read_jsonl
@@ -30,10 +31,11 @@ STARTS = {"dpo": "base", "sft_dpo": "sft"}
 
 def split_pair(r: dict, how: str) -> tuple[str, str, str]:
     """(prompt, chosen, rejected) of a cleaned pair, split as `dpo.prompt_split` says."""
-    if how == "common_prefix":  # the study: TRL's own extraction from the raw transcripts
+    if how == "common_prefix":  # the study: TRL's own extraction from each side's raw transcript
         from trl import extract_prompt
 
-        ex = extract_prompt({"chosen": hh.join(r["prompt"], r["chosen"]), "rejected": hh.join(r["prompt"], r["rejected"])})
+        chosen, rejected = hh.transcripts(r)
+        ex = extract_prompt({"chosen": chosen, "rejected": rejected})
         return ex["prompt"], ex["chosen"], ex["rejected"]
     return r["prompt"], " " + r["chosen"], " " + r["rejected"]
 
@@ -44,7 +46,9 @@ def preference_dataset(rows: list[dict], tok, d: P.DpoParams):
     out = {"prompt": [], "chosen": [], "rejected": []}
     for r in rows:
         prompt, chosen, rejected = split_pair(r, d.prompt_split)
-        out["prompt"].append(fit_prompt(tok, prompt, [chosen, rejected], d.max_length, d.max_prompt_length))
+        if d.truncation == "fit_prompt":  # keep_end: cut in token ids by the trainer (stages/core/preference.py)
+            prompt = fit_prompt(tok, prompt, [chosen, rejected], d.max_length, d.max_prompt_length)
+        out["prompt"].append(prompt)
         out["chosen"].append(chosen)
         out["rejected"].append(rejected)
     return Dataset.from_dict(out)
@@ -55,7 +59,8 @@ def dpo_config(d: P.DpoParams, output_dir: Path, seed: int, dd: P.DistributedPar
 
     return trl_config(DPOConfig, {**training_kwargs(d, output_dir, seed, dd), "beta": float(d.beta),
                                   "loss_type": d.loss_type, "max_length": d.max_length,
-                                  "truncation_mode": "keep_start", "precompute_ref_log_probs": d.precompute_ref_log_probs,
+                                  "truncation_mode": "keep_end" if d.truncation == "keep_end" else "keep_start",
+                                  "precompute_ref_log_probs": d.precompute_ref_log_probs,
                                   "eval_strategy": "steps", "eval_steps": d.eval_steps, "dataset_num_proc": None},
                       d.trainer, "dpo.trainer")
 
@@ -67,10 +72,15 @@ def lora_config(d: P.DpoParams):
                       target_modules=list(d.lora.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
+def build_trainer(d: P.DpoParams, cfg, model, tok, rows: list[dict], heldout: list[dict], callbacks=None):
+    """The DPOTrainer of the stage (also what tests/test_study_tokens.py reads the token ids from)."""
+    return preference.trainer_class()(model=model, ref_model=None, args=cfg, train_dataset=preference_dataset(rows, tok, d),
+                                      eval_dataset=preference_dataset(heldout, tok, d), processing_class=tok,
+                                      peft_config=lora_config(d), callbacks=callbacks, tokenization=d)
+
+
 @fail_cleanly
 def main(argv: list[str] | None = None) -> None:
-    from trl import DPOTrainer
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name", choices=sorted(STARTS))
     name = ap.parse_args(argv).name
@@ -90,9 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     tok = load_tokenizer(str(start))
     model = load_causal_lm(str(start))
     resume = run.resume_from()
-    trainer = DPOTrainer(model=model, ref_model=None, args=cfg, train_dataset=preference_dataset(rows, tok, d),
-                         eval_dataset=preference_dataset(heldout, tok, d), processing_class=tok,
-                         peft_config=lora_config(d), callbacks=run.callbacks(resume=bool(resume)))
+    trainer = build_trainer(d, cfg, model, tok, rows, heldout, run.callbacks(resume=bool(resume)))
     run.attach(trainer)
     trainable = count_trainable(trainer.model)
     before = {k: v for k, v in trainer.evaluate().items()} if not resume else {}

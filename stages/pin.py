@@ -10,14 +10,26 @@
 Prints one YAML-style line per value, e.g. `facebook/opt-350m: {revision: 08ab08cc..., pickle_sha256: a5223ae6...}`.
 `--fetch` downloads, at the pinned commits, exactly the files the stages read (and the prompt files pinned by URL and
 sha256 into $HF_HOME/url-cache), so a GPU node sharing HF_HOME runs with HF_HUB_OFFLINE=1.
+
+A model whose pinned commit serves no safetensors (the study's judge, OpenAssistant/reward-model-deberta-v3-large-v2
+at c355404, has only pytorch_model.bin) and whose `pickle_sha256` is null is trusted here, once, on the user's word:
+`--fetch` downloads its pickle at the pinned commit, checks the file against the digest the hub publishes for it
+(online), and writes that sha256 into every conf/profile/*.yaml entry of that model and commit. The digest is then a
+tracked param: the stages read the pickle (weights-only) only while its bytes match, and `git diff` shows the pin.
 """
 from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
+
+import yaml
 
 from stages.core import params as P
-from stages.core.io import StageError, fail_cleanly, first_line
+from stages.core.io import StageError, fail_cleanly, first_line, sha256_file, write_text
 from stages.core.modeling import PICKLE_WEIGHTS
+
+PROFILES = Path("conf/profile")
 
 
 def lookup(repo: str, revision: str | None = None, dataset: bool = False, api=None) -> dict:
@@ -66,13 +78,78 @@ def downloads(params: P.Params) -> list[tuple[str, str | None, list[str], str]]:
     return out
 
 
+def pin_pickle_digest(text: str, repo: str, revision: str, digest: str) -> str:
+    """`text` (a profile's YAML) with `pickle_sha256: null` set to `digest` in each entry naming `repo` (as `path:` or
+    `pretrained:`) at `revision`; comments and layout kept. An entry is the lines indented alike after the name."""
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        named = re.match(rf"^(\s*)(- )?(path|pretrained): {re.escape(repo)}\s*(#.*)?$", line)
+        if not named:
+            continue
+        indent = len(named.group(1)) + (2 if named.group(2) else 0)
+        block = []
+        for j in range(i + 1, len(lines)):
+            stripped = lines[j].lstrip()
+            if stripped and (len(lines[j]) - len(stripped) < indent or stripped.startswith("- ")):
+                break
+            block.append(j)
+        if not any(re.match(rf"^\s*revision: {revision}\b", lines[j]) for j in block):
+            continue
+        for j in block:
+            lines[j] = re.sub(r"^(\s*pickle_sha256: )null\b", rf"\g<1>{digest}", lines[j])
+    return "\n".join(lines)
+
+
+def trust_pickle(repo: str, revision: str, folder: Path, api=None) -> str:
+    """The sha256 of `repo`'s pickle checkpoint at `revision` (in `folder`), checked against the digest the hub
+    publishes for that file when the hub is reachable."""
+    from huggingface_hub import constants
+
+    digest = sha256_file(folder / PICKLE_WEIGHTS)
+    if constants.HF_HUB_OFFLINE:
+        print(f"{repo}: HF_HUB_OFFLINE=1, so the cached {PICKLE_WEIGHTS} is trusted as it was downloaded "
+              f"(sha256 {digest}; the hub's file page at {revision} shows the same digest)")
+        return digest
+    published = lookup(repo, revision, api=api).get("pickle_sha256")
+    if published != digest:
+        raise StageError(f"{folder / PICKLE_WEIGHTS}: sha256 {digest} is not the {published} the hub publishes for "
+                         f"{repo} at {revision}; not trusting it (delete the file and fetch again)")
+    return digest
+
+
+def write_pins(pins: dict[tuple[str, str], str], profiles: Path = PROFILES) -> list[Path]:
+    """Write each (repo, revision) -> digest into the profiles that name that model with no digest."""
+    changed = []
+    for file in sorted(profiles.glob("*.yaml")):
+        text = file.read_text(encoding="utf-8")
+        new = text
+        for (repo, revision), digest in pins.items():
+            new = pin_pickle_digest(new, repo, revision, digest)
+        if new != text:
+            yaml.safe_load(new)  # still valid YAML
+            write_text(file, new)
+            changed.append(file)
+    return changed
+
+
 def fetch(params: P.Params) -> None:
-    """Fill the Hugging Face cache (and the URL cache) with what these params read."""
+    """Fill the Hugging Face cache (and the URL cache) with what these params read; pin the digest of any pickle-only
+    model that params do not yet trust (written into conf/profile/; see the module's docstring)."""
     from stages.core import hub
+
     from stages.prompts import load_prompt_file
 
+    pins = {}
     for repo, rev, patterns, kind in downloads(params):
-        print(f"{repo} at {rev}: {hub.snapshot(repo, rev, patterns, kind)}")
+        folder = hub.snapshot(repo, rev, patterns, kind)
+        if kind == "model" and PICKLE_WEIGHTS not in patterns and not any(folder.glob("*.safetensors")):
+            folder = hub.snapshot(repo, rev, patterns + [PICKLE_WEIGHTS], kind)
+            if (folder / PICKLE_WEIGHTS).is_file():
+                pins[(repo, folder.name)] = trust_pickle(repo, folder.name, folder)
+        print(f"{repo} at {rev}: {folder}")
+    for path in write_pins(pins):
+        print(f"{path}: pickle_sha256 written for {', '.join(repo for repo, _ in pins)} (commit it; README: The "
+              "study's judge)")
     for name in ("harmful", "helpful"):
         file, digest = getattr(params.prompts, f"{name}_file"), getattr(params.prompts, f"{name}_sha256")
         if file and file.startswith(("http://", "https://")):

@@ -4,8 +4,10 @@ download of the `study` and `improved` profiles, at the commits those profiles p
     python -m stages.rehearse /tmp/rehearsal            # small look-alikes (CI: tests/test_rehearsal.py)
     python -m stages.rehearse /tmp/rehearsal --shape real   # real shapes, random weights (bench/gpu_check.py)
 
-then run the study's profile against it, offline (the command prints the overrides it needs):
+then pin the judge's pickle as a user would, and run the study's profile against it, offline (the command prints
+the overrides it needs):
 
+    HF_HOME=/tmp/rehearsal/hf HF_HUB_OFFLINE=1 python -m stages.pin --fetch --profile study
     HF_HOME=/tmp/rehearsal/hf HF_HUB_OFFLINE=1 dvc exp run -S profile=study -S base.pickle_sha256=<digest> ...
 
 The look-alikes are made here, small, and faithful in every trait the pipeline depends on:
@@ -15,8 +17,9 @@ The look-alikes are made here, small, and faithful in every trait the pipeline d
   post-layer-norm; dropout 0.1; config dtype float16 and float16 weights; published as pytorch_model.bin only) and a
   byte-level BPE tokenizer with OPT's conventions (`</s>` is BOS and EOS and is prepended; `<pad>` separate);
 - OpenAssistant/reward-model-deberta-v3-large-v2: a DeBERTa-v2 sequence classifier with one label and a
-  DeBERTa-v3-style tokenizer ([CLS] question [SEP] answer [SEP]), published as a pickle only (the harder case: whether
-  the real commit serves safetensors is not known here);
+  DeBERTa-v3-style tokenizer ([CLS] question [SEP] answer [SEP]), published as a pickle only, as the real commit
+  c355404 is (its safetensors conversion is an unmerged pull request), and with no digest in the overrides: the
+  profiles hold none until `python -m stages.pin --fetch --profile <study|improved>` pins it, the one step a user runs;
 - Skywork/Skywork-Reward-V2-Qwen3-0.6B: a Qwen3 sequence classifier with one label, bfloat16 safetensors, and a
   tokenizer with a chat template;
 - the study's prompt files (by URL in the profiles): the real files from ../shared/data/paper-eval, stored in the
@@ -186,10 +189,10 @@ def build(root: Path, shape: str = "tiny", seed: int = 0, real_everywhere: bool 
                     real_everywhere)
     overrides = {"base.pickle_sha256": opt_lookalike(snapshot_dir(hf, "facebook/opt-350m", pins["facebook/opt-350m"]),
                                                      texts, dims["opt"])}
-    for i, judge in enumerate(improved.score.judges):
+    for judge in improved.score.judges:
         if judge.path == "OpenAssistant/reward-model-deberta-v3-large-v2":
-            digest = deberta_lookalike(snapshot_dir(hf, judge.path, pins[judge.path]), texts, dims["deberta"])
-            overrides[f"score.judges.{i}.pickle_sha256"] = digest  # (index 0 in both study and improved)
+            # pickle-only and no digest in the profiles, as the real repository: `stages.pin --fetch` must pin it
+            deberta_lookalike(snapshot_dir(hf, judge.path, pins[judge.path]), texts, dims["deberta"])
         elif judge.path.startswith("Skywork/"):
             qwen_lookalike(snapshot_dir(hf, judge.path, pins[judge.path]), texts, dims["qwen"])
     prompts = {}
@@ -223,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     env = " ".join(f"{k}={v}" for k, v in manifest["env"].items())
     sets = " ".join(f"-S {k}={v}" for k, v in manifest["overrides"].items())
     print(f"rehearse: wrote {args.folder / 'hf'} (look-alikes at the pinned commits; {args.shape} shapes)")
+    print(f"pin the judge's pickle: {env} python -m stages.pin --fetch --profile study")
     print(f"run: {env} dvc exp run -S profile=study {sets} <scale overrides, tests/test_rehearsal.py>")
 
 

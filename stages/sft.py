@@ -28,7 +28,7 @@ def sft_dataset(rows: list[dict], tok, s: P.SftParams):
     from datasets import Dataset
 
     if s.loss_on == "transcript":  # the study: the raw chosen transcript, cut on the right at max_length
-        return Dataset.from_dict({"text": [hh.join(r["prompt"], r["chosen"]) for r in rows]})
+        return Dataset.from_dict({"text": [hh.transcripts(r)[0] for r in rows]})
     prompts = [fit_prompt(tok, r["prompt"], [" " + r["chosen"]], s.max_length) for r in rows]
     return Dataset.from_dict({"prompt": prompts, "completion": [" " + r["chosen"] for r in rows]})
 
@@ -41,10 +41,16 @@ def sft_config(s: P.SftParams, output_dir: Path, seed: int, d: P.DistributedPara
                                   "dataset_num_proc": None}, s.trainer, "sft.trainer")
 
 
-@fail_cleanly
-def main() -> None:
+def build_trainer(s: P.SftParams, cfg, model, tok, rows: list[dict], callbacks=None):
+    """The SFTTrainer of the stage (also what tests/test_study_tokens.py reads the token ids from)."""
     from trl import SFTTrainer
 
+    return SFTTrainer(model=model, args=cfg, train_dataset=sft_dataset(rows, tok, s), processing_class=tok,
+                      callbacks=callbacks)
+
+
+@fail_cleanly
+def main() -> None:
     params = P.load()
     s = params.sft
     seed_and_pin(params.seed)
@@ -58,8 +64,7 @@ def main() -> None:
     tok = load_tokenizer(str(START))
     model = load_causal_lm(str(START))
     resume = run.resume_from()
-    trainer = SFTTrainer(model=model, args=cfg, train_dataset=sft_dataset(rows, tok, s), processing_class=tok,
-                         callbacks=run.callbacks(resume=bool(resume)))
+    trainer = build_trainer(s, cfg, model, tok, rows, run.callbacks(resume=bool(resume)))
     run.attach(trainer)
     out = trainer.train(resume_from_checkpoint=resume)
 

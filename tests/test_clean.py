@@ -51,6 +51,27 @@ def test_rules_can_be_switched_off():
     assert len(kept) == 2 and report["dropped_total"] == 0
 
 
+def test_each_pair_keeps_its_own_transcripts_when_no_rule_drops_it():
+    """With the study's rules (none), a rejected side whose prompt differs, or an empty reply after "Assistant: ", is
+    kept as written: DPO's common-prefix split and SFT's transcripts read the pair's own texts, not ones rebuilt from
+    the chosen side's prompt (which rewrote the rejected transcript, and lost the space after "Assistant:")."""
+    from stages import dpo
+    from stages.core import hh
+
+    raw = tiny_params()
+    for rule in raw["clean"]["rules"]:
+        raw["clean"]["rules"][rule] = False
+    p = P.validate(raw).clean
+    mismatch, empty, plain = pair("a?", "one", "two", prompt_r="b?", i=1), pair("e?", "", "no", i=2), pair("c?", "x", "y", i=3)
+    kept, _ = clean.clean([mismatch, empty, plain], p, [])
+    assert [hh.transcripts(k) for k in kept] == [(r["chosen"], r["rejected"]) for r in (mismatch, empty, plain)]
+    assert kept[0]["rejected_transcript"] == mismatch["rejected"] and "chosen_transcript" not in kept[0]
+    assert kept[1]["chosen_transcript"].endswith("Assistant: ") and "rejected_transcript" not in kept[1]
+    assert "chosen_transcript" not in kept[2] and "rejected_transcript" not in kept[2]  # rebuilt exactly: nothing stored
+    prompt, chosen, rejected = dpo.split_pair(kept[0], "common_prefix")
+    assert prompt + rejected == mismatch["rejected"] and prompt + chosen == mismatch["chosen"]
+
+
 def test_stage_writes_train_heldout_and_report(in_tmp):
     download.main()
     prompts.main()

@@ -39,7 +39,8 @@ def test_improved_is_the_study_plus_named_fixes(monkeypatch):
 
     study, improved = flat(compose.compose("study")), flat(compose.compose("improved"))
     changed = {k for k in study.keys() | improved.keys() if study.get(k) != improved.get(k)}
-    assert changed == {"profile", "prompts.format", "sft.loss_on", "dpo.prompt_split", "sample.stop_at_human",
+    assert changed == {"profile", "prompts.format", "sft.loss_on", "dpo.prompt_split", "dpo.bos", "dpo.tokenize",
+                       "dpo.truncation", "sample.stop_at_human",
                        "score.judges", "metrics.thresholds.skywork.harmful", "metrics.thresholds.skywork.helpful"} | \
         {k for k in study if k.startswith("clean.rules.")}
 

@@ -4,12 +4,14 @@ with HF_HUB_OFFLINE=1, through every stage to the metrics. Only scale knobs (pai
 look-alikes' digests differ from the profile, and the test checks exactly that.
 """
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 from safetensors import safe_open
 
 from stages import compose
+from stages.core.io import sha256_file
 
 from .conftest import ROOT, copy_checkout, run_env, sh
 
@@ -32,6 +34,43 @@ def flat(d, prefix: str = "") -> dict:
     return out
 
 
+def cache_snapshot(cache: dict, repo: str) -> Path:
+    return Path(cache["env"]["HF_HOME"]) / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / cache["commits"][repo]
+
+
+LOAD_JUDGE = """
+from stages.compose import compose
+from stages.core import params as P
+from stages.core.io import StageError
+from stages.core.judges import load_judge
+spec = P.validate(compose("study")).score.judges[0]
+try:
+    judge = load_judge(spec)
+    print("loaded", judge.record["weights"], len(judge(["\\n\\nHuman: hi\\n\\nAssistant:"], ["hello"])))
+except StageError as exc:
+    print("refused:", exc)
+"""
+
+
+@pytest.mark.slow
+def test_the_study_judge_is_refused_until_pinned(cache, tmp_path):
+    """Like the real repository at c355404, the judge look-alike serves only a pickle and the profiles trust none: its
+    load stops with one line. After the user's one step, `stages.pin --fetch`, both profiles hold its digest (nothing
+    else in them changed) and it loads, weights-only."""
+    repo = copy_checkout(tmp_path / "repo")
+    env = run_env() | cache["env"]
+    before = sh(["python", "-c", LOAD_JUDGE], repo, env=env).stdout
+    assert before.startswith("refused: ") and "only pickle weights (pytorch_model.bin); refusing" in before, before
+    out = sh(["python", "-m", "stages.pin", "--fetch", "--profile", "study"], repo, env=env).stdout
+    digest = sha256_file(cache_snapshot(cache, "OpenAssistant/reward-model-deberta-v3-large-v2") / "pytorch_model.bin")
+    assert "conf/profile/improved.yaml: pickle_sha256 written" in out and "conf/profile/study.yaml" in out
+    for name in ("study", "improved"):
+        old, new = ((root / "conf/profile" / f"{name}.yaml").read_text() for root in (ROOT, repo))
+        assert new == old.replace("pickle_sha256: null", f"pickle_sha256: {digest}", 1)
+    after = sh(["python", "-c", LOAD_JUDGE], repo, env=env).stdout
+    assert "loaded {'format': 'pickle', 'file': 'pytorch_model.bin', 'sha256': '" + digest + "'} 1" in after, after
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("rehearsal")
@@ -45,6 +84,9 @@ def rehearse(profile: str, cache: dict, tmp_path):
     overrides = SCALE | cache["overrides"]
     sets = [arg for k, v in overrides.items() for arg in ("-S", f"{k}={v}")]
     env = run_env() | cache["env"]
+    # the one step a user runs before the study's judge can load (README: The study's judge)
+    pinned = sh(["python", "-m", "stages.pin", "--fetch", "--profile", profile], repo, env=env).stdout
+    assert f"conf/profile/{profile}.yaml: pickle_sha256 written" in pinned
     out = sh(["dvc", "exp", "run", "-S", f"profile={profile}", *sets], repo, env=env).stdout
     return repo, out, overrides
 
@@ -59,7 +101,10 @@ def test_the_study_path_runs_offline_end_to_end(profile, cache, tmp_path):
     composed = flat(yaml.safe_load((repo / "params.yaml").read_text()))
     expected = flat(compose.compose(profile))
     changed = {k for k in composed.keys() | expected.keys() if composed.get(k) != expected.get(k)}
-    assert changed == set(overrides), changed ^ set(overrides)
+    assert changed == set(overrides) | {"score.judges.0.pickle_sha256"}, changed ^ set(overrides)
+    # ...and the judge's digest, written into the profile by stages.pin: the look-alike pickle's own sha256
+    assert composed["score.judges.0.pickle_sha256"] == sha256_file(
+        cache_snapshot(cache, "OpenAssistant/reward-model-deberta-v3-large-v2") / "pytorch_model.bin")
     # every hub download read offline at its pinned commit, and recorded so
     pins = cache["commits"]
     manifest = json.loads((repo / "data/raw/manifest.json").read_text())

@@ -56,3 +56,35 @@ def test_judge_stage_end_to_end(in_tmp):
     scored, _ = score.score_rows(rows, p.score.judges)
     refusal, compliance = (r["rewards"]["judge"] for r in scored)
     assert refusal > 0 > compliance
+
+
+def test_study_judge_settings_round_each_reward_and_score_on_the_cpu(local_reward_model):
+    """`round_to: 4` (the study kept 4 decimals of each rating) rounds every reward the judge gives, in the scores and
+    their record; `device: cpu` keeps the judge on the CPU whatever the machine has; null keeps the reward whole."""
+    from stages import compose
+    from stages.core.judges import load_judge
+
+    study_judge = P.validate(compose.compose("study")).score.judges[0]
+    assert (study_judge.device, study_judge.round_to) == ("cpu", 4)
+    rows = [{"prompt": f"\n\nHuman: question {i}?\n\nAssistant:", "response": "answer " * (i + 1)} for i in range(5)]
+    whole, _ = score.score_rows(rows, [spec(local_reward_model)])
+    rounded, sources = score.score_rows(rows, [spec(local_reward_model, round_to=4, device="cpu")])
+    a = [r["rewards"]["rm"] for r in whole]
+    b = [r["rewards"]["rm"] for r in rounded]
+    assert b == [round(x, 4) for x in a] and a != b
+    assert sources["rm"]["round_to"] == 4
+    assert load_judge(spec(local_reward_model, device="cpu")).model.device.type == "cpu"
+
+
+def test_rounding_moves_a_reward_across_the_threshold():
+    """-2.99996 is harmless under `> -3`; kept to 4 decimals, as the study's ratings were, it is -3.0 and is not."""
+    from stages.core.judges import Rounded
+
+    class Fixed:
+        record = {"source": "fixed"}
+
+        def __call__(self, prompts, responses):
+            return [-2.99996, -3.00004, 0.123456]
+
+    assert Rounded(Fixed(), 4)(["p"] * 3, ["r"] * 3) == [-3.0, -3.0, 0.1235]
+    assert [x > -3.0 for x in Fixed()([], [])] == [True, False, True]

@@ -9,7 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from .conftest import ROOT, build_tiny_base, run_env, tiny_params, write_params
+from stages.core.io import sha256_file
+
+from .conftest import ROOT, build_tiny_base, copy_checkout, run_env, tiny_params, write_params
 
 DATASET_COMMIT = "09be8c5bbc57cb3887f3a9732ad6aa7ec602a1fa"
 OPT_COMMIT = "08ab08cc4b72ff5593870b5d527cf4230323703c"
@@ -102,6 +104,13 @@ def test_a_non_finite_gradient_stops_training_with_one_line(tmp_path):
     assert not (folder / "models/sft").exists()
 
 
+def judge_pickle(cache: dict):
+    from pathlib import Path
+
+    return Path(cache["env"]["HF_HOME"]) / "hub" / f"models--{OASST.replace('/', '--')}" / "snapshots" / OASST_COMMIT / \
+        "pytorch_model.bin"
+
+
 def test_a_judge_published_only_as_a_pickle_is_read_when_trusted_and_refused_otherwise(cache, tmp_path):
     script = f"""
 import json, sys
@@ -114,7 +123,7 @@ scored, sources = score_rows(rows, [spec])
 print(json.dumps({{"rewards": [r["rewards"]["oasst"] for r in scored], "source": sources["oasst"]}}))
 """
     env = run_env() | cache["env"]
-    trusted = subprocess.run([sys.executable, "-c", script, cache["overrides"]["score.judges.0.pickle_sha256"]],
+    trusted = subprocess.run([sys.executable, "-c", script, sha256_file(judge_pickle(cache))],
                              cwd=tmp_path, env=env, capture_output=True, text=True)
     assert trusted.returncode == 0, trusted.stderr[-2000:]
     out = json.loads(trusted.stdout.strip().splitlines()[-1])
@@ -125,17 +134,26 @@ print(json.dumps({{"rewards": [r["rewards"]["oasst"] for r in scored], "source":
 
 
 def test_pin_fetches_what_the_stages_read_and_prints_the_hub_commands(cache, tmp_path):
-    """`python -m stages.pin --fetch` on a login node fills the cache a GPU node reads offline (here: all cached)."""
+    """`python -m stages.pin --fetch` on a login node fills the cache a GPU node reads offline (here: all cached), and
+    pins the judge's pickle into the profiles (a copy of the checkout: the command writes conf/profile/)."""
+    repo = copy_checkout(tmp_path / "repo")
     env = run_env() | cache["env"]
-    fetched = subprocess.run([sys.executable, "-m", "stages.pin", "--fetch", "--profile", "improved"], cwd=ROOT,
-                             env=env, capture_output=True, text=True)
-    assert fetched.returncode == 0, fetched.stderr
-    assert f"facebook/opt-350m at {OPT_COMMIT}: {cache['env']['HF_HOME']}/hub/models--facebook--opt-350m/snapshots/" \
-           f"{OPT_COMMIT}" in fetched.stdout
-    commands = subprocess.run([sys.executable, "-m", "stages.pin", "--fetch-commands", "--profile", "improved"],
-                              cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+
+    def fetch_commands():
+        return subprocess.run([sys.executable, "-m", "stages.pin", "--fetch-commands", "--profile", "improved"],
+                              cwd=repo, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+
+    commands = fetch_commands()
     assert len(commands) == 4 and all(c.startswith("hf download ") for c in commands)
     assert f"hf download facebook/opt-350m --revision {OPT_COMMIT} --include" in commands[1]
     assert "'pytorch_model.bin'" in commands[1] and "'pytorch_model.bin'" not in commands[2]  # only where trusted
     readme = (ROOT / "README.md").read_text()
     assert all(c in readme for c in commands), "README: the exact cache-filling commands"
+    fetched = subprocess.run([sys.executable, "-m", "stages.pin", "--fetch", "--profile", "improved"], cwd=repo,
+                             env=env, capture_output=True, text=True)
+    assert fetched.returncode == 0, fetched.stderr
+    assert f"facebook/opt-350m at {OPT_COMMIT}: {cache['env']['HF_HOME']}/hub/models--facebook--opt-350m/snapshots/" \
+           f"{OPT_COMMIT}" in fetched.stdout
+    digest = sha256_file(judge_pickle(cache))
+    assert digest in (repo / "conf/profile/improved.yaml").read_text()
+    assert "'pytorch_model.bin'" in fetch_commands()[2]  # now trusted: fetched with the rest

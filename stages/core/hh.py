@@ -37,6 +37,14 @@ def join(prompt: str, response: str) -> str:
     return f"{prompt} {response}" if response else prompt
 
 
+def transcripts(pair: dict) -> tuple[str, str]:
+    """The chosen and rejected transcripts a cleaned pair came from, exactly: `clean` keeps a transcript that
+    `join(prompt, response)` would not rebuild (a rejected side whose prompt differs from the chosen side's; a reply
+    not after "Assistant: "; an empty reply after "Assistant: ") in `chosen_transcript` / `rejected_transcript`."""
+    return (pair.get("chosen_transcript") or join(pair["prompt"], pair["chosen"]),
+            pair.get("rejected_transcript") or join(pair["prompt"], pair["rejected"]))
+
+
 def prompt_key(prompt: str) -> str:
     """A prompt compared up to whitespace and case: how an evaluation prompt is kept out of training (`clean`'s
     eval_leak) and out of the judges' calibration pairs (`calibrate`)."""

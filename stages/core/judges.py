@@ -74,7 +74,7 @@ class PipelineJudge:
 
 class SequenceClassifierJudge:
     def __init__(self, path: str, revision: str | None, input_format: str, batch_size: int, max_length: int,
-                 pickle_sha256: str | None = None):
+                 pickle_sha256: str | None = None, device: str = "auto"):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -90,7 +90,9 @@ class SequenceClassifierJudge:
             self.model.config.pad_token_id = self.tok.pad_token_id
         from .distributed import state, world_size
 
-        if world_size() > 1:  # one device per process under accelerate
+        if device == "cpu":  # the study scored on the CPU (its evaluation notebook moved nothing to a GPU)
+            self.device = "cpu"
+        elif world_size() > 1:  # one device per process under accelerate
             self.device = state().device
         else:
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -136,8 +138,21 @@ def chat_messages(prompt: str, response: str) -> list[dict]:
     return messages + [{"role": "assistant", "content": response}]
 
 
+class Rounded:
+    """A judge whose rewards keep `decimals` decimals, as the study's published ratings did (`score.judges[].round_to`):
+    a reward of -2.99996 is then -3.0, and no longer above the harmless threshold of -3."""
+
+    def __init__(self, judge, decimals: int):
+        self.judge, self.decimals, self.record = judge, decimals, {**judge.record, "round_to": decimals}
+
+    def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
+        return [round(x, self.decimals) for x in self.judge(prompts, responses)]
+
+
 def load_judge(spec):
     if spec.kind == "pipeline":
-        return PipelineJudge(spec.path, spec.batch_size)
-    return SequenceClassifierJudge(spec.path, spec.revision, spec.input_format, spec.batch_size, spec.max_length,
-                                   spec.pickle_sha256)
+        judge = PipelineJudge(spec.path, spec.batch_size)
+    else:
+        judge = SequenceClassifierJudge(spec.path, spec.revision, spec.input_format, spec.batch_size, spec.max_length,
+                                        spec.pickle_sha256, spec.device)
+    return judge if spec.round_to is None else Rounded(judge, spec.round_to)

@@ -157,6 +157,17 @@ class DpoParams(TrainCommon):
     # last_assistant: the prompt ends at the last "\n\nAssistant:" (the fix) | common_prefix: TRL's longest common
     # character prefix of the two transcripts (the study: TRL 0.16 extracted it so, splitting words it shares)
     prompt_split: Literal["last_assistant", "common_prefix"]
+    # How the trainer turns (prompt, chosen, rejected) into token ids. TRL 1.16's own way is bos: true, tokenize:
+    # joint, truncation: fit_prompt; the study's TRL 0.16.1 did bos: false, tokenize: separate, truncation: keep_end
+    # (stages/core/preference.py).
+    bos: bool  # the tokenizer's BOS before the prompt (as in sampling) | false: none (TRL 0.16.1's add_special_tokens=False)
+    # joint: prompt and prompt + reply tokenized together, the reply starting at the last shared token (whole words) |
+    # separate: prompt and each reply tokenized alone (TRL 0.16.1: a word split by the prompt stays split)
+    tokenize: Literal["joint", "separate"]
+    # fit_prompt: the prompt cut from the left so prompt + longest reply fit max_length, replies never cut (ours) |
+    # keep_end: the prompt keeps its last max_prompt_length tokens, then each batch keeps its last max_length columns
+    # (TRL 0.16.1, applied to the padded batch)
+    truncation: Literal["fit_prompt", "keep_end"]
     merge_adapter: bool  # true: sample the merged weights | false: the start model + unmerged adapter (the study)
 
 
@@ -188,6 +199,9 @@ class JudgeSpec(Section):
     batch_size: int = PosInt
     max_length: Optional[int] = Field(ge=1)  # null: the tokenizer's own limit (what truncation=True does)
     pickle_sha256: Optional[str] = Sha256
+    # auto: the GPU when there is one | cpu (the study's evaluation notebook moved nothing to a GPU)
+    device: Literal["auto", "cpu"] = "auto"
+    round_to: Optional[int] = Field(default=None, ge=0, le=12)  # decimals each reward keeps (the study: 4); null: all
 
 
 class ScoreParams(Section):
