@@ -6,7 +6,7 @@ GPU memory and the projected wall time of the full study per stage. Not a test; 
     python bench/gpu_check.py                       # on a machine with one GPU (offline: look-alikes, no hub)
     python bench/gpu_check.py --shape tiny --sft-steps 4 --dpo-steps 2     # a CPU smoke run of the script itself
 
-It builds a look-alike Hugging Face cache (`python -m stages.rehearse --shape real`, HH-RLHF's real text where
+It builds a look-alike Hugging Face cache (`python -m commands.rehearse --shape real`, HH-RLHF's real text where
 ../shared/data/hh-rlhf has it, for realistic sequence lengths), runs the stages of the `study` profile in a scratch
 copy of the repository with HF_HUB_OFFLINE=1, and reads the timings the stages log (logs/<stage>.json).
 The study's own times (A100 40GB): SFT 3 h 02 m (40,200 steps), DPO 2 h 09 m and SFT+DPO 2 h 14 m (20,100 steps each).
@@ -50,7 +50,7 @@ def checkout(dst: Path) -> None:
 
 
 def params(args, digests: dict) -> dict:
-    from stages.compose import compose
+    from commands.compose import compose
 
     p = compose("study")
     p["download"]["max_pairs_per_file"] = max(args.sft_steps, args.dpo_steps) * 8 // 4 + 50
@@ -62,7 +62,7 @@ def params(args, digests: dict) -> dict:
             p[stage]["trainer"] = {**(p[stage].get("trainer") or {}), "pad_to_multiple_of": args.pad_to}
     p["sample"]["device"] = "auto"  # the GPU's decoding speed (the study decoded on a CPU: sample.device=cpu)
     p["base"]["pickle_sha256"] = digests["base.pickle_sha256"]
-    p["score"]["judges"][0]["pickle_sha256"] = digests["score.judges.0.pickle_sha256"]  # pinned by stages.pin --fetch
+    p["score"]["judges"][0]["pickle_sha256"] = digests["score.judges.0.pickle_sha256"]  # pinned by commands.pin --fetch
     for key, value in digests.items():
         if key.startswith("prompts."):
             p["prompts"][key.split(".", 1)[1]] = value
@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--training-only", action="store_true", help="stop after SFT and DPO (no sampling, scoring)")
     ap.add_argument("--keep", type=Path, help="keep the scratch folder here")
     args = ap.parse_args()
-    from stages.rehearse import build
+    from commands.rehearse import build
 
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     started = time.perf_counter()
@@ -108,7 +108,7 @@ def main() -> None:
     work = scratch / "work"
     checkout(work)
     env = stage_env(manifest["env"], work)
-    run(work, env, "stages.pin", "--fetch", "--profile", "study")  # the user's one step: pins the judge's pickle
+    run(work, env, "commands.pin", "--fetch", "--profile", "study")  # the user's one step: pins the judge's pickle
     judge = yaml.safe_load((work / "conf/profile/study.yaml").read_text())["score"]["judges"][0]
     digests = {**manifest["overrides"], "score.judges.0.pickle_sha256": judge["pickle_sha256"]}
     (work / "params.yaml").write_text(yaml.safe_dump(params(args, digests), sort_keys=False))

@@ -26,7 +26,7 @@ from stages.core.hh import prompt_key
 from stages.core.determinism import seed_and_pin
 from stages.core.io import StageError, fail_cleanly, iter_jsonl, write_json
 from stages.core.rates import win_share
-from stages.score import score_rows
+from stages.core.judges import score_rows
 
 PAIRS = Path("data/clean/calibration.jsonl")
 EVAL = Path("data/eval/prompts.jsonl")

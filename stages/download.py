@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from stages.core import params as P
-from stages.core import hub, synthetic
+from stages.core import hh, hub, synthetic
 from stages.core.io import (StageError, fail_cleanly, open_input, sha256_file, unicode_problem, write_json,
                             write_jsonl)
 from stages.core.runinfo import run_info
@@ -115,15 +115,10 @@ def _local(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
     return read_folder(root, p)
 
 
-def dataset_files(p: P.DownloadParams) -> list[str]:
-    """The files of Anthropic's repository the params read: `<subset>/<split>.jsonl.gz`."""
-    return [f"{subset}/{split}.jsonl.gz" for subset in p.subsets for split in p.splits]
-
-
 def _hub(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
     """The same files from the hub repository at the pinned commit, through the Hugging Face cache (offline: from
     a cache filled beforehand; README)."""
-    patterns = dataset_files(p)
+    patterns = hh.dataset_files(p)
     folder = hub.snapshot(p.dataset, p.revision, patterns, repo_type="dataset")
     missing = [x for x in patterns if not (folder / x).exists()]
     if missing:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.core import params as P
-from stages.core.io import StageError, fail_cleanly, iter_jsonl, read_json, write_json, write_text
+from stages.core.io import StageError, fail_cleanly, iter_jsonl, read_json, save_figure, write_json, write_text
 from stages.core.rates import (agreement, bootstrap_deltas, mover_mean, rank_correlation, rate, wilson, win_share)
 
 SCORES = Path("data/scores")
@@ -198,16 +198,6 @@ def _bar_chart(result: dict, judges: list[str]) -> None:
     axes[0][0].legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     save_figure(fig, PLOTS / "rates.png")
-
-
-def save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})  # no version stamp: identical re-runs
-    plt.close(fig)
-    tmp.replace(path)
 
 
 def _reward_histograms(scores: dict, judges: list[str]) -> None:

@@ -4,7 +4,7 @@
     python -m stages.report --readme   # also refreshes the results table in README.md
 
 Reads only metrics/ and data/raw/manifest.json. The claims across seeds and the sweeps come from
-`python -m stages.gather` (metrics/seeds.md, metrics/sweeps/, committed); the report links the first and embeds the
+`python -m commands.gather` (metrics/seeds.md, metrics/sweeps/, committed); the report links the first and embeds the
 sweeps' plots.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ OUT = Path("metrics/report.md")
 README = Path("README.md")
 MARK = re.compile(r"(<!-- results:begin -->\n).*?(<!-- results:end -->)", re.S)
 TRAINED = ("base", "sft", "dpo", "sft_dpo")
-SEEDS = Path("metrics/seeds.md")  # gathered across experiments (python -m stages.gather), committed
+SEEDS = Path("metrics/seeds.md")  # gathered across experiments (python -m commands.gather), committed
 SWEEPS = Path("metrics/sweeps")
 
 

@@ -13,25 +13,12 @@ from pathlib import Path
 
 from stages.core import distributed as dist
 from stages.core.io import fail_cleanly, iter_jsonl, write_json, write_jsonl
-from stages.core.judges import load_judge
+from stages.core.judges import score_rows
 from stages.core.modeling import per_model_stage
 from stages.core.runinfo import log_timing, run_info
 
 SAMPLES = Path("data/samples")
 OUT_DIR = Path("data/scores")
-
-
-def score_rows(rows: list[dict], judges: list) -> tuple[list[dict], dict]:
-    rewards = {}
-    sources = {}
-    for spec in judges:
-        judge = load_judge(spec)
-        # Each process scores a contiguous share; gathered back in row order.
-        rewards[spec.name] = dist.map_in_order(rows, lambda share: judge([r["prompt"] for r in share],
-                                                                          [r["response"] for r in share]))
-        sources[spec.name] = {"kind": spec.kind, "path": spec.path, **judge.record}
-    out = [r | {"rewards": {name: rewards[name][i] for name in rewards}} for i, r in enumerate(rows)]
-    return out, sources
 
 
 @fail_cleanly

@@ -91,3 +91,26 @@ def test_the_derivation_sees_lazy_relative_and_package_imports():
     assert "stages/core/hh.py" in deps  # judges.py: `from . import hh`, used by the chat-format judge
     assert "stages/core/determinism.py" in deps  # modeling.per_model_stage imports it inside the function
     assert {"stages/__init__.py", "stages/core/__init__.py", "stages/score.py", "stages/launch.py"} <= deps
+
+
+def stage_modules() -> set[str]:
+    """The modules dvc.yaml runs as stages (`python -m stages.x`, `python -m stages.launch x`)."""
+    out = set()
+    for cmd, _ in stage_commands().values():
+        words = cmd.split()
+        module = words[words.index("-m") + 1]
+        out.add(f"stages.{words[words.index('-m') + 2]}" if module == "stages.launch" else module)
+    return out
+
+
+def test_stages_is_dvc_yaml_and_no_stage_imports_another():
+    """stages/ holds one module per dvc.yaml stage, their launcher and the shared code (stages/core); commands that
+    are not stages live in commands/. What two stages share is in stages/core, so a stage never imports another and
+    editing one stage's module re-runs that stage only."""
+    modules = {f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__"}
+    assert modules - {"stages.launch"} == stage_modules()
+    crossing = {(m, i) for m in stage_modules() for i in imports(module_file(m))
+                if i in modules and i != m and i != "stages.launch"}
+    assert crossing == set()
+    for path in (ROOT / "stages").rglob("*.py"):
+        assert not re.search(r"^\s*(from|import) commands\b", path.read_text(), re.M), path

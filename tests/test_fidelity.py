@@ -1,7 +1,7 @@
 """The fidelity table (conf/fidelity.yaml, rendered into README) is the one source of truth for what the study did:
 the composed `study` profile holds every value it names, the `improved` profile differs from the study only where a
 row names a fix, and README shows the table as rendered from the profiles."""
-from stages import compose, fidelity
+from commands import compose, fidelity
 
 from .conftest import ROOT
 
@@ -38,4 +38,4 @@ def test_improved_differs_from_the_study_only_by_named_fixes(monkeypatch):
 def test_readme_shows_the_rendered_table(monkeypatch):
     monkeypatch.chdir(ROOT)
     readme = (ROOT / "README.md").read_text()
-    assert fidelity.render() in readme, "run: python -m stages.fidelity --readme"
+    assert fidelity.render() in readme, "run: python -m commands.fidelity --readme"

@@ -1,9 +1,9 @@
-"""Gathering runs across seeds and sweeps (stages.gather): which experiments are pooled, how a claim is judged, and
+"""Gathering runs across seeds and sweeps (commands.gather): which experiments are pooled, how a claim is judged, and
 intervals that widen when seeds disagree. The DVC side runs in tests/test_pipeline.py (slow)."""
 import numpy as np
 import pytest
 
-from stages import gather
+from commands import gather
 
 
 def run(params: dict) -> dict:

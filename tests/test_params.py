@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from stages import compose
+from commands import compose
 from stages.core import params as P
 from stages.core.io import StageError
 

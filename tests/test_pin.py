@@ -1,9 +1,9 @@
-"""stages.pin: what to pin for a hub id, looked up through a stand-in for huggingface_hub.HfApi (no hub here)."""
+"""commands.pin: what to pin for a hub id, looked up through a stand-in for huggingface_hub.HfApi (no hub here)."""
 from types import SimpleNamespace as NS
 
 import pytest
 
-from stages import pin
+from commands import pin
 from stages.core.io import StageError
 
 COMMIT = "08ab08cc4b72ff5593870b5d527cf4230323703c"

@@ -184,7 +184,7 @@ def test_exp_run_and_queued_sweep(repo):
                     betas.add(beta)
     assert {0.05, 0.5} <= betas
     # the sweep gathered from DVC's experiments: per model CSVs, a plot, a README, every beta present
-    sh(["python", "-m", "stages.gather", "--by", "dpo.beta", "--resamples", "200"], dst)
+    sh(["python", "-m", "commands.gather", "--by", "dpo.beta", "--resamples", "200"], dst)
     sweep = dst / "metrics/sweeps/dpo.beta"
     rows = (sweep / "sft_dpo.judge.csv").read_text().splitlines()
     assert rows[0].startswith("dpo.beta,n_runs,hmr,hmr_ci_low,hmr_ci_high") and len(rows) == 1 + 4  # 0.05 .. 0.5
@@ -204,7 +204,7 @@ def test_gathering_seeds_tests_the_studys_claims(repo):
     sh("git checkout -- . && dvc checkout -q && dvc config hydra.enabled false", dst)
     sh("git add -A && git -c user.email=t@t -c user.name=t commit -q --allow-empty -m baseline", dst)
     sh("dvc exp run -S seed=7", dst)
-    out = sh(["python", "-m", "stages.gather", "--resamples", "200"], dst).stdout
+    out = sh(["python", "-m", "commands.gather", "--resamples", "200"], dst).stdout
     seeds = json.loads((dst / "metrics/seeds.json").read_text())
     assert sorted(seeds["seeds"]) == [7, 42] and seeds["runs"] == 2
     claims = seeds["judges"]["judge"]["claims"]

@@ -1,5 +1,5 @@
 """The study's own path, rehearsed offline before anyone spends a GPU-hour on it: `dvc exp run -S profile=study`
-(and `improved`) against a Hugging Face cache of look-alikes at the pinned commits (`python -m stages.rehearse`),
+(and `improved`) against a Hugging Face cache of look-alikes at the pinned commits (`python -m commands.rehearse`),
 with HF_HUB_OFFLINE=1, through every stage to the metrics. Only scale knobs (pairs, steps, prompts' pool) and the
 look-alikes' digests differ from the profile, and the test checks exactly that.
 """
@@ -10,7 +10,7 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-from stages import compose
+from commands import compose
 from stages.core.io import sha256_file
 
 from .conftest import ROOT, copy_checkout, run_env, sh
@@ -39,7 +39,7 @@ def cache_snapshot(cache: dict, repo: str) -> Path:
 
 
 LOAD_JUDGE = """
-from stages.compose import compose
+from commands.compose import compose
 from stages.core import params as P
 from stages.core.io import StageError
 from stages.core.judges import load_judge
@@ -55,13 +55,13 @@ except StageError as exc:
 @pytest.mark.slow
 def test_the_study_judge_is_refused_until_pinned(cache, tmp_path):
     """Like the real repository at c355404, the judge look-alike serves only a pickle and the profiles trust none: its
-    load stops with one line. After the user's one step, `stages.pin --fetch`, both profiles hold its digest (nothing
+    load stops with one line. After the user's one step, `commands.pin --fetch`, both profiles hold its digest (nothing
     else in them changed) and it loads, weights-only."""
     repo = copy_checkout(tmp_path / "repo")
     env = run_env() | cache["env"]
     before = sh(["python", "-c", LOAD_JUDGE], repo, env=env).stdout
     assert before.startswith("refused: ") and "only pickle weights (pytorch_model.bin); refusing" in before, before
-    out = sh(["python", "-m", "stages.pin", "--fetch", "--profile", "study"], repo, env=env).stdout
+    out = sh(["python", "-m", "commands.pin", "--fetch", "--profile", "study"], repo, env=env).stdout
     digest = sha256_file(cache_snapshot(cache, "OpenAssistant/reward-model-deberta-v3-large-v2") / "pytorch_model.bin")
     assert "conf/profile/improved.yaml: pickle_sha256 written" in out and "conf/profile/study.yaml" in out
     for name in ("study", "improved"):
@@ -74,7 +74,7 @@ def test_the_study_judge_is_refused_until_pinned(cache, tmp_path):
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("rehearsal")
-    sh(["python", "-m", "stages.rehearse", str(root)], ROOT)
+    sh(["python", "-m", "commands.rehearse", str(root)], ROOT)
     return json.loads((root / "rehearsal.json").read_text())
 
 
@@ -85,7 +85,7 @@ def rehearse(profile: str, cache: dict, tmp_path):
     sets = [arg for k, v in overrides.items() for arg in ("-S", f"{k}={v}")]
     env = run_env() | cache["env"]
     # the one step a user runs before the study's judge can load (README: The study's judge)
-    pinned = sh(["python", "-m", "stages.pin", "--fetch", "--profile", profile], repo, env=env).stdout
+    pinned = sh(["python", "-m", "commands.pin", "--fetch", "--profile", profile], repo, env=env).stdout
     assert f"conf/profile/{profile}.yaml: pickle_sha256 written" in pinned
     out = sh(["dvc", "exp", "run", "-S", f"profile={profile}", *sets], repo, env=env).stdout
     return repo, out, overrides
@@ -102,7 +102,7 @@ def test_the_study_path_runs_offline_end_to_end(profile, cache, tmp_path):
     expected = flat(compose.compose(profile))
     changed = {k for k in composed.keys() | expected.keys() if composed.get(k) != expected.get(k)}
     assert changed == set(overrides) | {"score.judges.0.pickle_sha256"}, changed ^ set(overrides)
-    # ...and the judge's digest, written into the profile by stages.pin: the look-alike pickle's own sha256
+    # ...and the judge's digest, written into the profile by commands.pin: the look-alike pickle's own sha256
     assert composed["score.judges.0.pickle_sha256"] == sha256_file(
         cache_snapshot(cache, "OpenAssistant/reward-model-deberta-v3-large-v2") / "pytorch_model.bin")
     # every hub download read offline at its pinned commit, and recorded so

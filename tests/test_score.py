@@ -61,7 +61,7 @@ def test_judge_stage_end_to_end(in_tmp):
 def test_study_judge_settings_round_each_reward_and_score_on_the_cpu(local_reward_model):
     """`round_to: 4` (the study kept 4 decimals of each rating) rounds every reward the judge gives, in the scores and
     their record; `device: cpu` keeps the judge on the CPU whatever the machine has; null keeps the reward whole."""
-    from stages import compose
+    from commands import compose
     from stages.core.judges import load_judge
 
     study_judge = P.validate(compose.compose("study")).score.judges[0]

@@ -22,7 +22,7 @@ OASST_COMMIT = "c355404efa9ad2ad069f3a197cae0523c14244fc"
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
-    subprocess.run([sys.executable, "-m", "stages.rehearse", str(root)], cwd=ROOT, env=run_env(), check=True,
+    subprocess.run([sys.executable, "-m", "commands.rehearse", str(root)], cwd=ROOT, env=run_env(), check=True,
                    capture_output=True)
     return json.loads((root / "rehearsal.json").read_text())
 
@@ -134,13 +134,13 @@ print(json.dumps({{"rewards": [r["rewards"]["oasst"] for r in scored], "source":
 
 
 def test_pin_fetches_what_the_stages_read_and_prints_the_hub_commands(cache, tmp_path):
-    """`python -m stages.pin --fetch` on a login node fills the cache a GPU node reads offline (here: all cached), and
+    """`python -m commands.pin --fetch` on a login node fills the cache a GPU node reads offline (here: all cached), and
     pins the judge's pickle into the profiles (a copy of the checkout: the command writes conf/profile/)."""
     repo = copy_checkout(tmp_path / "repo")
     env = run_env() | cache["env"]
 
     def fetch_commands():
-        return subprocess.run([sys.executable, "-m", "stages.pin", "--fetch-commands", "--profile", "improved"],
+        return subprocess.run([sys.executable, "-m", "commands.pin", "--fetch-commands", "--profile", "improved"],
                               cwd=repo, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
 
     commands = fetch_commands()
@@ -149,7 +149,7 @@ def test_pin_fetches_what_the_stages_read_and_prints_the_hub_commands(cache, tmp
     assert "'pytorch_model.bin'" in commands[1] and "'pytorch_model.bin'" not in commands[2]  # only where trusted
     readme = (ROOT / "README.md").read_text()
     assert all(c in readme for c in commands), "README: the exact cache-filling commands"
-    fetched = subprocess.run([sys.executable, "-m", "stages.pin", "--fetch", "--profile", "improved"], cwd=repo,
+    fetched = subprocess.run([sys.executable, "-m", "commands.pin", "--fetch", "--profile", "improved"], cwd=repo,
                              env=env, capture_output=True, text=True)
     assert fetched.returncode == 0, fetched.stderr
     assert f"facebook/opt-350m at {OPT_COMMIT}: {cache['env']['HF_HOME']}/hub/models--facebook--opt-350m/snapshots/" \

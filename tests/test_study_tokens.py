@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from stages import clean as clean_stage
-from stages import compose, dpo, sft
+from commands import compose
+from stages import dpo, sft
 from stages.core import params as P
 from stages.core import preference, synthetic
 
@@ -68,7 +69,7 @@ def study_python(tmp_path_factory) -> Path:
 def tokenizer(tmp_path_factory):
     """The rehearsal's OPT look-alike tokenizer (OPT's conventions: `</s>` as BOS and EOS, prepended; `<pad>`)."""
     from stages.core.modeling import load_tokenizer
-    from stages.rehearse import SHAPES, opt_lookalike
+    from commands.rehearse import SHAPES, opt_lookalike
 
     folder = tmp_path_factory.mktemp("opt")
     rows, _ = records()

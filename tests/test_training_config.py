@@ -4,7 +4,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from stages import compose, dpo, sft
+from commands import compose
+from stages import dpo, sft
 from stages.core import params as P
 from stages.core.io import StageError
 from stages.core.modeling import fit_prompt

@@ -41,14 +41,14 @@ def test_the_workflow_does_what_it_says():
             assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", s["uses"]), s["uses"]  # pinned to a commit
     assert "python -m pytest -q" in runs  # the README's test command
     assert "dvc pull" in runs and "dvc repro" in runs
-    assert "python -m stages.pr_comment --rev origin/main --out pr-comment" in runs
+    assert "python -m commands.pr_comment --rev origin/main --out pr-comment" in runs
     assert "cml comment update pr-comment/comment.md" in runs  # images sit beside the comment file
 
 
 def test_the_comment_has_the_diffs_and_working_image_links(tiny_repo, tmp_path):
     repo, _ = tiny_repo
     out = tmp_path / "pr-comment"
-    sh([sys.executable, "-m", "stages.pr_comment", "--rev", "HEAD", "--out", str(out)], repo, env=run_env())
+    sh([sys.executable, "-m", "commands.pr_comment", "--rev", "HEAD", "--out", str(out)], repo, env=run_env())
     comment = (out / "comment.md").read_text()
     assert "## HmR / HpR / CAS against `HEAD`" in comment and "## Params against `HEAD`" in comment
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", comment)

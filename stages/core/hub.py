@@ -3,7 +3,7 @@
 Every hub id in params (the data set, the base model, the judges) is fetched with huggingface_hub's own
 `snapshot_download` into the Hugging Face cache ($HF_HOME/hub) and then read from that snapshot folder, which is
 named by the commit it holds. With `HF_HUB_OFFLINE=1` (a GPU node without a network, its cache filled from a login
-node with the `hf download` commands that `python -m stages.pin --fetch-commands` prints), nothing is looked up on
+node with the `hf download` commands that `python -m commands.pin --fetch-commands` prints), nothing is looked up on
 the network: a commit in the cache is used as it is, and one that is not there is a one-line error naming the
 repository, the commit and the command that fetches it.
 """

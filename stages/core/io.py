@@ -171,3 +171,14 @@ def first_line(exc: BaseException) -> str:
 def is_local(path: str) -> bool:
     """True for a folder on disk; a string like `facebook/opt-350m` that is not a folder is a hub id."""
     return Path(path).exists() or path.startswith((".", "/"))
+
+
+def save_figure(fig, path: Path) -> None:
+    """A matplotlib figure as a PNG, written whole (no version stamp: identical re-runs give identical bytes)."""
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=90, metadata={"Software": None})  # no version stamp: identical re-runs
+    plt.close(fig)
+    tmp.replace(path)

@@ -15,7 +15,7 @@ from pathlib import Path
 from . import hh
 from .hh import last_human_turn
 from .io import StageError, first_line
-from .distributed import is_main
+from .distributed import is_main, map_in_order
 from .modeling import load_pretrained, model_folder
 from .progress import track
 
@@ -156,3 +156,16 @@ def load_judge(spec):
         judge = SequenceClassifierJudge(spec.path, spec.revision, spec.input_format, spec.batch_size, spec.max_length,
                                         spec.pickle_sha256, spec.device)
     return judge if spec.round_to is None else Rounded(judge, spec.round_to)
+
+
+def score_rows(rows: list[dict], judges: list) -> tuple[list[dict], dict]:
+    rewards = {}
+    sources = {}
+    for spec in judges:
+        judge = load_judge(spec)
+        # Each process scores a contiguous share; gathered back in row order.
+        rewards[spec.name] = map_in_order(rows, lambda share: judge([r["prompt"] for r in share],
+                                                                          [r["response"] for r in share]))
+        sources[spec.name] = {"kind": spec.kind, "path": spec.path, **judge.record}
+    out = [r | {"rewards": {name: rewards[name][i] for name in rewards}} for i, r in enumerate(rows)]
+    return out, sources

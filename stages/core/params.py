@@ -280,7 +280,7 @@ class Params(Section):
             for key, repo, rev in self.hub_references():
                 if not (rev and re.fullmatch(COMMIT, rev)):
                     raise ValueError(f"{key}: the {self.profile} profile pins every hub download to a 40-hex "
-                                     f"commit; {repo} has {rev!r} (find it with: python -m stages.pin {repo})")
+                                     f"commit; {repo} has {rev!r} (find it with: python -m commands.pin {repo})")
         return self
 
 

@@ -1,6 +1,6 @@
 """The pull-request comment: what this branch did to HmR/HpR/CAS, the params and the curves, against a revision.
 
-    python -m stages.pr_comment --rev origin/main --out pr-comment
+    python -m commands.pr_comment --rev origin/main --out pr-comment
     cml comment update pr-comment/comment.md      # (.github/workflows/pull-request.yml)
 
 Writes <out>/comment.md and, beside it, one PNG per plot of `dvc plots diff` (DVC's own Vega-Lite specs, rendered

@@ -1,9 +1,9 @@
 """Gather DVC experiments into results that span runs: the study's claims across training seeds, and sweeps.
 
     dvc exp run --queue -S seed=1 -S seed=2 ... && dvc queue start -j 1   (or: dvc exp run --queue -S 'seed=1,2')
-    python -m stages.gather [--readme]         # seeds: metrics/seeds.md, metrics/seeds.json (and README's table)
+    python -m commands.gather [--readme]         # seeds: metrics/seeds.md, metrics/seeds.json (and README's table)
     dvc exp run --queue -S 'dpo.beta=0.05,0.2,0.5' && dvc queue start -j 1
-    python -m stages.gather --by dpo.beta      # a sweep: metrics/sweeps/dpo.beta/ (CSV per model, PNG, README.md)
+    python -m commands.gather --by dpo.beta      # a sweep: metrics/sweeps/dpo.beta/ (CSV per model, PNG, README.md)
 
 Experiments come from DVC itself (`dvc exp show --json`): the current commit's run and the finished experiments
 derived from it whose params differ from it only in `seed` (and, with --by, in that param). Each one's per-prompt
@@ -219,13 +219,13 @@ def sweep_outputs(groups: dict, by: str, resamples: int, seed: int, out_dir: Pat
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from stages.metrics import save_figure
+    from stages.core.io import save_figure
 
     results = {x: summarise(runs, resamples, seed) for x, runs in sorted(groups.items())}
     judges = sorted(next(iter(results.values()))["judges"])
     fig, axes = plt.subplots(len(judges), 3, figsize=(13, 3.4 * len(judges)), squeeze=False)
     readme = [f"# Sweep of `{by}`\n", "HmR, HpR and CAS (95% intervals: runs, then prompts) per value; "
-              f"`python -m stages.gather --by {by}`.\n"]
+              f"`python -m commands.gather --by {by}`.\n"]
     for row, judge in zip(axes, judges):
         for m in MODELS:
             lines = [f"{by},n_runs," + ",".join(f"{k},{k}_ci_low,{k}_ci_high" for k in METRICS)]

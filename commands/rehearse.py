@@ -1,13 +1,13 @@
 """A rehearsal of the study's path without a network or a GPU: a Hugging Face cache holding look-alikes of every hub
 download of the `study` and `improved` profiles, at the commits those profiles pin. Not a DVC stage.
 
-    python -m stages.rehearse /tmp/rehearsal            # small look-alikes (CI: tests/test_rehearsal.py)
-    python -m stages.rehearse /tmp/rehearsal --shape real   # real shapes, random weights (bench/gpu_check.py)
+    python -m commands.rehearse /tmp/rehearsal            # small look-alikes (CI: tests/test_rehearsal.py)
+    python -m commands.rehearse /tmp/rehearsal --shape real   # real shapes, random weights (bench/gpu_check.py)
 
 then pin the judge's pickle as a user would, and run the study's profile against it, offline (the command prints
 the overrides it needs):
 
-    HF_HOME=/tmp/rehearsal/hf HF_HUB_OFFLINE=1 python -m stages.pin --fetch --profile study
+    HF_HOME=/tmp/rehearsal/hf HF_HUB_OFFLINE=1 python -m commands.pin --fetch --profile study
     HF_HOME=/tmp/rehearsal/hf HF_HUB_OFFLINE=1 dvc exp run -S profile=study -S base.pickle_sha256=<digest> ...
 
 The look-alikes are made here, small, and faithful in every trait the pipeline depends on:
@@ -19,7 +19,7 @@ The look-alikes are made here, small, and faithful in every trait the pipeline d
 - OpenAssistant/reward-model-deberta-v3-large-v2: a DeBERTa-v2 sequence classifier with one label and a
   DeBERTa-v3-style tokenizer ([CLS] question [SEP] answer [SEP]), published as a pickle only, as the real commit
   c355404 is (its safetensors conversion is an unmerged pull request), and with no digest in the overrides: the
-  profiles hold none until `python -m stages.pin --fetch --profile <study|improved>` pins it, the one step a user runs;
+  profiles hold none until `python -m commands.pin --fetch --profile <study|improved>` pins it, the one step a user runs;
 - Skywork/Skywork-Reward-V2-Qwen3-0.6B: a Qwen3 sequence classifier with one label, bfloat16 safetensors, and a
   tokenizer with a chat template;
 - the study's prompt files (by URL in the profiles): the real files from ../shared/data/paper-eval, stored in the
@@ -178,8 +178,8 @@ def qwen_lookalike(folder: Path, texts: list[str], shape: dict) -> None:
 
 def build(root: Path, shape: str = "tiny", seed: int = 0, real_everywhere: bool = False) -> dict:
     """The rehearsal cache for the pinned commits of the improved profile (a superset of the study's downloads)."""
-    from stages.compose import compose
-    from stages.prompts import url_cache
+    from commands.compose import compose
+    from stages.core.prompt_files import url_cache
 
     hf = root / "hf"
     improved = P.validate(compose("improved"))
@@ -191,7 +191,7 @@ def build(root: Path, shape: str = "tiny", seed: int = 0, real_everywhere: bool 
                                                      texts, dims["opt"])}
     for judge in improved.score.judges:
         if judge.path == "OpenAssistant/reward-model-deberta-v3-large-v2":
-            # pickle-only and no digest in the profiles, as the real repository: `stages.pin --fetch` must pin it
+            # pickle-only and no digest in the profiles, as the real repository: `commands.pin --fetch` must pin it
             deberta_lookalike(snapshot_dir(hf, judge.path, pins[judge.path]), texts, dims["deberta"])
         elif judge.path.startswith("Skywork/"):
             qwen_lookalike(snapshot_dir(hf, judge.path, pins[judge.path]), texts, dims["qwen"])
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     env = " ".join(f"{k}={v}" for k, v in manifest["env"].items())
     sets = " ".join(f"-S {k}={v}" for k, v in manifest["overrides"].items())
     print(f"rehearse: wrote {args.folder / 'hf'} (look-alikes at the pinned commits; {args.shape} shapes)")
-    print(f"pin the judge's pickle: {env} python -m stages.pin --fetch --profile study")
+    print(f"pin the judge's pickle: {env} python -m commands.pin --fetch --profile study")
     print(f"run: {env} dvc exp run -S profile=study {sets} <scale overrides, tests/test_rehearsal.py>")
 
 

@@ -1,7 +1,7 @@
 """Write params.yaml from conf/ (the cpu profile), keeping conf/config.yaml's comments.
 
-    python -m stages.compose           # rewrite params.yaml
-    python -m stages.compose --check   # exit 1 if params.yaml differs from conf/ composed with the cpu profile
+    python -m commands.compose           # rewrite params.yaml
+    python -m commands.compose --check   # exit 1 if params.yaml differs from conf/ composed with the cpu profile
 
 `dvc exp run` composes params.yaml itself (Hydra) before each experiment; `dvc repro` reads the committed file,
 which must therefore equal the composed default. Hydra composition drops comments; this keeps them.
@@ -16,7 +16,7 @@ import yaml
 
 CONF = Path("conf")
 PARAMS = Path("params.yaml")
-HEADER = ("# Composed from conf/config.yaml with the cpu profile: edit conf/, then run `python -m stages.compose`.\n"
+HEADER = ("# Composed from conf/config.yaml with the cpu profile: edit conf/, then run `python -m commands.compose`.\n"
           "# The study's configurations: `dvc exp run -S profile=study` or `-S profile=improved` (see README).\n")
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = yaml.safe_load(PARAMS.read_text()) if PARAMS.exists() else None
         if current != yaml.safe_load(text):
-            print("error: params.yaml is not conf/ composed with the cpu profile; run python -m stages.compose",
+            print("error: params.yaml is not conf/ composed with the cpu profile; run python -m commands.compose",
                   file=sys.stderr)
             return 1
         return 0

@@ -1,8 +1,8 @@
 """The fidelity table: every setting of the study, its value, and the `study` and `improved` profiles' values, made
 from conf/fidelity.yaml and the profiles themselves (one source of truth). Not a DVC stage.
 
-    python -m stages.fidelity            # print the table
-    python -m stages.fidelity --readme   # refresh it in README.md (between the fidelity markers)
+    python -m commands.fidelity            # print the table
+    python -m commands.fidelity --readme   # refresh it in README.md (between the fidelity markers)
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def fix_value(improved: dict, fix: str, keys: list[str]) -> str:
 
 
 def render() -> str:
-    from stages.compose import compose
+    from commands.compose import compose
 
     study, improved = compose("study"), compose("improved")
     lines = ["| setting | the study (its code; paper-notes section) | `study` profile | `improved` profile | why the fix |",

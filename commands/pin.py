@@ -1,11 +1,11 @@
 """Look up what to pin for hub ids: the commit a revision resolves to, and, for a model published only as
 `pytorch_model.bin`, that file's sha256 (for `pickle_sha256`). Needs the hub; not a DVC stage.
 
-    python -m stages.pin facebook/opt-350m OpenAssistant/reward-model-deberta-v3-large-v2
-    python -m stages.pin --dataset Anthropic/hh-rlhf
-    python -m stages.pin --params          # every hub download the current params.yaml makes, pinned or not
-    python -m stages.pin --fetch-commands --profile improved   # the `hf download` commands that fill a cache
-    python -m stages.pin --fetch --profile improved            # fill it (on a machine with a network)
+    python -m commands.pin facebook/opt-350m OpenAssistant/reward-model-deberta-v3-large-v2
+    python -m commands.pin --dataset Anthropic/hh-rlhf
+    python -m commands.pin --params          # every hub download the current params.yaml makes, pinned or not
+    python -m commands.pin --fetch-commands --profile improved   # the `hf download` commands that fill a cache
+    python -m commands.pin --fetch --profile improved            # fill it (on a machine with a network)
 
 Prints one YAML-style line per value, e.g. `facebook/opt-350m: {revision: 08ab08cc..., pickle_sha256: a5223ae6...}`.
 `--fetch` downloads, at the pinned commits, exactly the files the stages read (and the prompt files pinned by URL and
@@ -65,7 +65,7 @@ def params_references(params: P.Params | None = None) -> list[tuple[str, str, st
 def downloads(params: P.Params) -> list[tuple[str, str | None, list[str], str]]:
     """(repo, commit, file patterns, repo type) of every hub download `params` makes: what the stages read."""
     from stages.core.modeling import hub_files
-    from stages.download import dataset_files
+    from stages.core.hh import dataset_files
 
     out = []
     for key, repo, rev, dataset in params_references(params):
@@ -137,7 +137,7 @@ def fetch(params: P.Params) -> None:
     model that params do not yet trust (written into conf/profile/; see the module's docstring)."""
     from stages.core import hub
 
-    from stages.prompts import load_prompt_file
+    from stages.core.prompt_files import load_prompt_file
 
     pins = {}
     for repo, rev, patterns, kind in downloads(params):
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fetch", action="store_true", help="download what the stages read into the caches")
     args = ap.parse_args(argv)
     if args.fetch or args.fetch_commands:
-        from stages.compose import compose
+        from commands.compose import compose
         from stages.core import hub
 
         params = P.validate(compose(args.profile)) if args.profile else P.load()
