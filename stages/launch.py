@@ -21,13 +21,28 @@ from stages.core.io import StageError, fail_cleanly
 STAGES = {"base", "sft", "dpo", "sample", "score"}
 
 
+def check_accelerate_config(path: str) -> None:
+    """An accelerate config file: YAML (or JSON) holding a mapping with accelerate's `distributed_type`."""
+    import yaml
+
+    if not os.path.isfile(path):
+        raise StageError(f"{path}: accelerate config file not found (distributed.config_file)")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            config = yaml.safe_load(fh)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise StageError(f"{path}: not an accelerate config (not YAML: {type(exc).__name__}; distributed.config_file)") from None
+    if not isinstance(config, dict) or "distributed_type" not in config:
+        raise StageError(f"{path}: not an accelerate config (no distributed_type; distributed.config_file, e.g. "
+                         "configs/ddp.yaml)")
+
+
 def command(stage: str, args: list[str], d: P.DistributedParams, cuda: bool) -> list[str]:
     exe = shutil.which("accelerate") or "accelerate"
     precision = "no" if d.mixed_precision == "fp32" else d.mixed_precision  # accelerate's name for fp32
     cmd = [exe, "launch", "--num_processes", str(d.num_processes), "--mixed_precision", precision]
     if d.config_file:
-        if not os.path.exists(d.config_file):
-            raise StageError(f"{d.config_file}: accelerate config file not found (distributed.config_file)")
+        check_accelerate_config(d.config_file)
         cmd += ["--config_file", d.config_file]
     if not cuda and not d.config_file:
         cmd += ["--multi_gpu"]  # torchrun launcher; the stages then join with gloo (see module docstring)

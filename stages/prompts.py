@@ -19,7 +19,7 @@ from pathlib import Path
 
 from stages.core import hh
 from stages.core import params as P
-from stages.core.io import StageError, fail_cleanly, iter_jsonl, write_jsonl
+from stages.core.io import StageError, fail_cleanly, iter_jsonl, warn_if_untracked, write_jsonl
 from stages.core.prompt_files import load_prompt_file
 
 RAW = Path("data/raw/pairs.jsonl")
@@ -70,6 +70,8 @@ def main() -> None:
             ("harmful", p.harmful_subset, p.harmful_file, p.harmful_sha256, p.n_harmful),
             ("helpful", p.helpful_subset, p.helpful_file, p.helpful_sha256, p.n_helpful)):
         if file:
+            if not file.startswith(("http://", "https://")):  # a URL's file is pinned by its sha256 in params
+                warn_if_untracked(file, f"prompts.{name}_file")
             chosen = [(f"{Path(file).name}#{i}", text) for i, text in enumerate(load_prompt_file(file, digest))]
         else:
             pool = candidates(rows, subset)

@@ -15,7 +15,7 @@ from pathlib import Path
 from stages.core import distributed as dist
 from stages.core import params as P
 from stages.core.generation import generate
-from stages.core.io import fail_cleanly, iter_jsonl, write_jsonl
+from stages.core.io import StageError, fail_cleanly, iter_jsonl, write_jsonl
 from stages.core.modeling import load_policy, load_tokenizer, per_model_stage
 from stages.core.runinfo import log_timing
 
@@ -29,6 +29,7 @@ def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) 
     prompts = [r for _, r in iter_jsonl(PROMPTS)]
     tok = load_tokenizer(str(model_dir / name))
     model = load_policy(model_dir / name)  # float32, as the study decoded
+    check_context(model, tok, [r["prompt"] for r in prompts], params.sample, name)
     if dist.world_size() > 1:
         model = model.to(dist.state().device)
     elif torch.cuda.is_available() and params.sample.device == "auto":
@@ -39,6 +40,19 @@ def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) 
     return [{"model": name, "prompt_set": r["prompt_set"], "prompt_id": r["prompt_id"], "prompt": r["prompt"],
              "response": g.response, "n_tokens": g.n_tokens, "stopped_by": g.stopped_by}
             for r, g in zip(prompts, gens)]
+
+
+def check_context(model, tok, prompts: list[str], s: P.SampleParams, name: str) -> None:
+    """The longest prompt (as cut to `sample.max_prompt_tokens`) plus `sample.max_new_tokens` must fit the model's
+    positions: past them OPT's position embedding fails with an IndexError deep in generate()."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    if not context:
+        return
+    longest = min(max(len(tok(p)["input_ids"]) for p in prompts), s.max_prompt_tokens)
+    if longest + s.max_new_tokens > context:
+        raise StageError(f"params.yaml: sample.max_new_tokens: {s.max_new_tokens} new tokens after a prompt of up to "
+                         f"{longest} tokens exceed models/{name}'s {context} positions; lower sample.max_new_tokens or "
+                         "sample.max_prompt_tokens")
 
 
 @fail_cleanly

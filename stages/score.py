@@ -15,7 +15,7 @@ from stages.core import distributed as dist
 from stages.core.io import fail_cleanly, iter_jsonl, write_json, write_jsonl
 from stages.core.judges import score_rows
 from stages.core.modeling import per_model_stage
-from stages.core.runinfo import log_timing, run_info
+from stages.core.runinfo import log_timing
 
 SAMPLES = Path("data/samples")
 OUT_DIR = Path("data/scores")
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     log_timing(f"score@{name}", {"wall_time_s": round(spent, 1), "responses": len(rows), "judges": len(sources),
                                  "responses_per_s": round(len(rows) * len(sources) / spent, 1)})
     write_jsonl(OUT_DIR / f"{name}.jsonl", scored)
-    write_json(OUT_DIR / f"{name}.judges.json", {"judges": sources, "run": run_info()})
+    write_json(OUT_DIR / f"{name}.judges.json", {"judges": sources})
     print(f"score@{name}: {len(scored)} responses x {len(sources)} judge(s)")
 
 

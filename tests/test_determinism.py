@@ -84,3 +84,31 @@ def test_a_stage_process_hashes_strings_the_same_way_every_time(tmp_path):
     outs = {subprocess.run([sys.executable, "-m", "stages.probe"], cwd=tmp_path, env=env, capture_output=True,
                            text=True, check=True).stdout for _ in range(4)}
     assert len(outs) == 1 and outs.pop().startswith("0 ")
+
+
+def outs_of(lock: dict) -> dict[str, str]:
+    """Every output path and its hash in a dvc.lock."""
+    return {o["path"]: o.get("md5") for stage in lock["stages"].values() for o in stage.get("outs", [])}
+
+
+@pytest.mark.slow
+def test_every_output_in_dvc_lock_is_the_same_under_another_machines_settings(tmp_path):
+    """`dvc repro` of the whole (tiny) pipeline, here and under another machine's settings on one core: every output
+    hash dvc.lock records is the same, model folders and data manifests included (their run records hold no machine
+    facts: those are in logs/)."""
+    import yaml
+
+    from .conftest import copy_checkout, sh
+
+    locks = {}
+    for name, extra, single in (("here", {}, False), ("other", OTHER_MACHINE, True)):
+        repo = copy_checkout(tmp_path / name)
+        write_params(repo / "params.yaml", tiny_params())
+        sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", repo)
+        env = {k: v for k, v in run_env().items() if k not in determinism.KERNELS and k != "ALIGN_CPU_THREADS"} | extra
+        res = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True,
+                             preexec_fn=one_core if single else None)
+        assert res.returncode == 0, res.stderr[-2000:]
+        locks[name] = outs_of(yaml.safe_load((repo / "dvc.lock").read_text()))
+    assert len(locks["here"]) >= 30 and "models/sft" in locks["here"] and "data/raw" in locks["here"]
+    assert {k for k in locks["here"] if locks["here"][k] != locks["other"].get(k)} == set()

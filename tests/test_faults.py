@@ -80,7 +80,8 @@ def test_disk_full_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys)
 
     with pytest.raises(SystemExit):
         stage()
-    assert capsys.readouterr().err.strip() == f"error: disk full while writing {tmp_path / 'out.json'}: No space left on device"
+    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'out.json'}: cannot write it (disk full); nothing "
+                                               "was left half-written")
     assert not list(tmp_path.iterdir())  # the temp file was removed too
 
 

@@ -61,23 +61,42 @@ def test_bad_prompt_files(tmp_path):
         prompts.load_prompt_file(str(tmp_path / "ok.json"), "0" * 64)
 
 
-def test_prompt_file_from_url(tmp_path):
-    """A URL works like a path (served here from loopback only)."""
+def test_prompt_file_from_url(tmp_path, monkeypatch):
+    """A URL works like a path (served here from loopback only); its cached copy is checked against the pinned digest
+    on every read; with HF_HUB_OFFLINE=1 nothing is fetched."""
     import functools
+    import hashlib
     import http.server
     import threading
 
-    (tmp_path / "p.json").write_text(json.dumps(["Human: hello there"]))
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HOME", str(tmp_path / "hf"))
+    data = json.dumps(["Human: hello there"]).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    (tmp_path / "p.json").write_bytes(data)
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/p.json"
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+        with pytest.raises(StageError, match="HF_HUB_OFFLINE=1 and no cached copy"):
+            prompts.load_prompt_file(url, digest)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         assert prompts.load_prompt_file(url) == ["Human: hello there"]
         with pytest.raises(StageError, match="cannot download"):
             prompts.load_prompt_file(url.replace("p.json", "missing.json"))
+        assert prompts.load_prompt_file(url, digest) == ["Human: hello there"]  # fetched, checked, cached
+        cached = tmp_path / "hf" / "url-cache" / digest
+        assert cached.read_bytes() == data
     finally:
         server.shutdown()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert prompts.load_prompt_file(url, digest) == ["Human: hello there"]  # offline: from the cache
+    cached.write_bytes(json.dumps(["Human: poisoned"]).encode())
+    with pytest.raises(StageError, match="cached copy of .* has sha256 .* not the .* pinned in params"):
+        prompts.load_prompt_file(url, digest)
 
 
 @pytest.mark.skipif(not PAPER_EVAL.exists(), reason="../shared/data/paper-eval not present")

@@ -2,6 +2,7 @@
 half-written output that DVC, or the next stage, could take as finished."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -26,8 +27,9 @@ def fail_cleanly(main):
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(1) from None
         except OSError as exc:
-            if exc.errno == 28:  # ENOSPC
-                print(f"error: disk full while writing {exc.filename or '?'}: {exc.strerror}", file=sys.stderr)
+            if exc.errno in WRITE_FAULTS:  # from a library's own write (the project's writers name the file)
+                where = f" while writing {exc.filename}" if exc.filename else ""
+                print(f"error: {WRITE_FAULTS[exc.errno]}{where}: {exc.strerror}", file=sys.stderr)
                 raise SystemExit(1) from None
             raise
 
@@ -36,17 +38,33 @@ def fail_cleanly(main):
     return wrapper
 
 
+WRITE_FAULTS = {errno.ENOSPC: "disk full", errno.EFBIG: "file too large for the file-size limit",
+                errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system"}
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes(path: str | Path, data: bytes) -> None:
     """The one atomic writer: a temp file beside the target, flushed to disk, then renamed over it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; an output gets what any new file would (team caches)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno in WRITE_FAULTS:
+            raise StageError(f"{path}: cannot write it ({WRITE_FAULTS[exc.errno]}); nothing was left half-written") from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -166,6 +184,21 @@ def fresh_tmp_dir(final_dir: str | Path) -> Path:
 def first_line(exc: BaseException) -> str:
     """An exception's message cut to its first line (library errors run on for pages), or its type."""
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+EXTERNAL = Path("data/external")  # local inputs live here, so DVC sees them (dvc.yaml: a dependency of the stages)
+
+
+def warn_if_untracked(path: str | Path, what: str) -> None:
+    """A local input outside data/external/ is invisible to DVC: changing it would leave results stale while
+    `dvc status` says all is up to date. Say so, in one line (README: Local data)."""
+    try:
+        inside = Path(path).resolve().is_relative_to(EXTERNAL.resolve())
+    except OSError:
+        inside = False
+    if not inside:
+        print(f"warning: {path} ({what}) is outside {EXTERNAL}/, so DVC does not see changes to it; move or "
+              f"`dvc import-url` it into {EXTERNAL}/ (README: Local data)", file=sys.stderr)
 
 
 def is_local(path: str) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from .io import StageError, is_local
 
@@ -21,7 +21,14 @@ PARAMS_FILE = Path(os.environ.get("ALIGN_PARAMS", "params.yaml"))
 PosInt = Field(ge=1)
 Sha256 = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 COMMIT = r"^[0-9a-f]{40}$"
-Count = Union[Literal["all"], Annotated[int, Field(ge=1)]]
+def _count(value):
+    """A number of prompts: 1 or more, or "all" (one message for every wrong value, not one per union member)."""
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    raise ValueError(f"a number of prompts (1 or more) or 'all', got {value!r}")
+
+
+Count = Annotated[Union[Literal["all"], int], BeforeValidator(_count)]
 MODEL_NAMES = ("base", "sft", "dpo", "sft_dpo")  # the four models the study compares
 
 
@@ -36,6 +43,11 @@ class SyntheticParams(Section):
     multi_turn_rate: float = Field(ge=0.0, le=1.0)
 
 
+class DownloadLimits(Section):
+    max_line_bytes: int = Field(ge=1024)  # a longer line stops `download`, naming it (HH's longest is ~50 KB)
+    max_lines_per_file: int = PosInt
+
+
 class DownloadParams(Section):
     source: Literal["synthetic", "hub", "local"]
     dataset: str  # hub id (`Anthropic/hh-rlhf`) or a local directory laid out like Anthropic's repository
@@ -45,6 +57,7 @@ class DownloadParams(Section):
     )
     splits: list[Literal["train", "test"]] = Field(min_length=1)
     max_pairs_per_file: Optional[int] = Field(ge=1)
+    limits: DownloadLimits  # bounds on what a local or hub file may cost to read
     synthetic: SyntheticParams
 
 
@@ -85,6 +98,7 @@ class CleanRules(Section):
 class CleanParams(Section):
     rules: CleanRules
     near_duplicate_threshold: float = Field(gt=0.0, le=1.0)
+    near_duplicate_max_chars: int = Field(ge=100)  # characters of each reply compared (bounds the rule's cost)
     max_prompt_tokens: int = PosInt
     max_response_tokens: int = PosInt
     heldout_max_pairs: int = PosInt
@@ -240,7 +254,7 @@ class DistributedParams(Section):
 
 class Params(Section):
     profile: Literal["cpu", "study", "improved"]
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, le=2**32 - 1)  # NumPy's and torch's seeds are 32-bit
     models: list[Literal[MODEL_NAMES]] = Field(min_length=1)
     download: DownloadParams
     prompts: PromptsParams

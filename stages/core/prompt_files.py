@@ -22,9 +22,20 @@ def url_cache(hf_home: Path | None = None) -> Path:
 def fetch_url(url: str, sha256: str | None) -> bytes:
     """The bytes at `url`: from the cache when a copy with the pinned digest is there (offline machines), else
     downloaded, checked against the digest and cached."""
+    from huggingface_hub import constants
+
     cached = url_cache() / sha256 if sha256 else None
     if cached is not None and cached.is_file():
-        return cached.read_bytes()
+        data = cached.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != sha256:  # checked on every read: the cache is a folder anyone may write to
+            raise StageError(f"{cached}: cached copy of {url} has sha256 {digest}, not the {sha256} pinned in params "
+                             "(corrupt or replaced); delete it and fetch again")
+        return data
+    if constants.HF_HUB_OFFLINE:
+        where = f" and no cached copy at {cached}" if cached else ""
+        raise StageError(f"{url}: HF_HUB_OFFLINE=1{where}; fetch it where there is a network "
+                         "(python -m commands.pin --fetch) or unset HF_HUB_OFFLINE")
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:  # plain JSON; nothing is executed
             data = resp.read()

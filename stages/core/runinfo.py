@@ -1,4 +1,7 @@
-"""What a run ran with: library versions, device, and the revisions of hub models and data, recorded in outputs."""
+"""What a run ran with. Outputs record only what follows from the inputs (revisions of hub models and data, the
+stage's own settings: `run_info`), so a fresh run on any machine gives the committed hashes; the machine's facts
+(library versions, Python, device, CPU path) go with the timings to logs/<stage>.json, which neither git nor DVC
+tracks (`log_timing`)."""
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -30,22 +33,26 @@ def device_name() -> str:
 
 
 def run_info(**extra) -> dict:
-    """Versions, device and the pinned CPU path (stages/core/determinism.py). No timestamps or host names: the
-    record is the same bytes on every run, on any x86-64 machine with AVX2."""
+    """The run record of an output: what the stage read and how (revisions, digests, settings), nothing about the
+    machine or the library patch versions (those make the same weights hash differently: logs/ has them)."""
+    return dict(extra)
+
+
+def machine_info() -> dict:
+    """Versions, device and the pinned CPU path (stages/core/determinism.py), for logs/."""
     from .determinism import describe
 
-    return {"versions": versions(), "device": device_name(), "machine": platform.machine(), "cpu": describe(),
-            **extra}
+    return {"versions": versions(), "device": device_name(), "machine": platform.machine(), "cpu": describe()}
 
 
 LOGS = Path("logs")  # timings of the last run of each stage: machine-dependent, so in neither DVC nor git
 
 
 def log_timing(stage: str, timing: dict) -> None:
-    """logs/<stage>.json: wall time, throughput, device and (on a GPU) peak GPU memory of the stage's last run."""
+    """logs/<stage>.json: wall time, throughput, (on a GPU) peak GPU memory, and the machine of the stage's last run."""
     import torch
 
     from .io import write_json
 
     gpu = {"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)} if torch.cuda.is_available() else {}
-    write_json(LOGS / f"{stage}.json", {"stage": stage, **timing, **gpu, "device": device_name()})
+    write_json(LOGS / f"{stage}.json", {"stage": stage, **timing, **gpu, **machine_info()})

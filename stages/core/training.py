@@ -8,11 +8,15 @@ validated against TRL's own config class: an unknown field is refused with its n
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import json
 import math
 import shutil
+import tempfile
 import time
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +44,10 @@ OWNED = {"output_dir", "report_to", "save_strategy", "save_total_limit", "save_o
          "use_cpu", "eval_strategy", "push_to_hub", "resume_from_checkpoint", "overwrite_output_dir",
          "dataset_num_proc", "truncation_mode"}
 NEVER = {"trust_remote_code", "model_init_kwargs"}  # no code from a model repository runs here (README: Safety)
+# Fields that make TRL or transformers fetch from (or push to) the hub with no pinned commit or digest: a hub id as
+# chat_template_path would replace the tokenizer and resize the model. A local chat template file is allowed.
+HUB = {"chat_template_path", "hub_model_id", "hub_token", "hub_strategy", "hub_private_repo", "hub_always_push",
+       "hub_revision"}
 WALL_CLOCK = ("runtime", "per_second", "_time")  # log keys that measure the machine, not the model: kept out of curves
 # The study's Trainer defaults, written out (a default of a newer library version must not change a run).
 DEFAULTS = {"optim": "adamw_torch", "max_grad_norm": 1.0, "gradient_checkpointing": False,
@@ -90,6 +98,7 @@ def training_kwargs(section, output_dir: Path, seed: int, d=None) -> dict:
 def trl_config(cls, managed: dict, extra: dict, key: str):
     """cls(**managed, **extra): `extra` is the params section's `trainer:` mapping, checked against cls's fields."""
     fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
     section = key.rsplit(".", 1)[0]
     for name in extra:
         if name not in fields:
@@ -101,10 +110,44 @@ def trl_config(cls, managed: dict, extra: dict, key: str):
             raise StageError(f"params.yaml: {key}.{name}: set by the pipeline itself (checkpoints, logging, data)")
         if name in NEVER:
             raise StageError(f"params.yaml: {key}.{name}: refused (models load without remote code: README, Safety)")
+        if name in HUB and not (name == "chat_template_path" and Path(str(extra[name])).is_file()):
+            raise StageError(f"params.yaml: {key}.{name}: refused (it makes TRL fetch from or push to the hub outside "
+                             "the pinned downloads; a chat template must be a local file: README, Safety)")
+        hint = hints.get(name)
+        if hint is not None and not type_matches(extra[name], hint):
+            raise StageError(f"params.yaml: {key}.{name}: expected {type_name(hint)}, got "
+                             f"{type(extra[name]).__name__} {extra[name]!r}")
     try:
         return cls(**{**managed, **extra})
     except (TypeError, ValueError) as exc:
         raise StageError(f"params.yaml: {key}: {first_line(exc)}") from None
+
+
+def type_matches(value, hint) -> bool:
+    """Whether a params value fits a config field's annotation, for the plain types a YAML file can hold (TRL's and
+    transformers' configs do not check types: `max_grad_norm: "abc"` would fail only after the model loads)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(type_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
+        return isinstance(value, str)
+    if origin in (list, dict):
+        return isinstance(value, origin)
+    return True  # anything else (callables, objects): TRL's own check
+
+
+def type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def fingerprint(*parts: Any) -> str:
@@ -192,6 +235,18 @@ class ProgressLines:
         self.callback = Callback()
 
 
+def probe_writable(folder: Path) -> None:
+    """Fail before training, not after it, when the output folder cannot be written (a real write: root passes
+    permission checks that a read-only mount still refuses)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-"):
+            pass
+    except OSError as exc:
+        raise StageError(f"{folder}: cannot write the trained model there ({exc.strerror}); checked before "
+                         "training") from None
+
+
 class TrainingRun:
     """Checkpoint folder, resume decision, callbacks (DVCLive curves, guards, progress) and atomic save for one
     training stage.
@@ -210,6 +265,7 @@ class TrainingRun:
         self.started = time.perf_counter()
         stamp = self.ckpt_dir / "fingerprint.txt"
         if dist.is_main():
+            probe_writable(self.out_dir.parent)
             if self.ckpt_dir.exists() and (not stamp.exists() or stamp.read_text().strip() != self.fp):
                 shutil.rmtree(self.ckpt_dir)  # stale checkpoints of other params: start over
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -267,7 +323,12 @@ class TrainingRun:
         if not dist.is_main():
             return
         tmp = fresh_tmp_dir(self.out_dir)
-        write_fn(tmp)
+        try:
+            write_fn(tmp)
+        except Exception as exc:  # disk full (SafetensorError, OSError), file-size limit, ...: nothing half-written
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StageError(f"{self.out_dir}: cannot save the model ({type(exc).__name__}: {first_line(exc)}); "
+                             "nothing was left half-written") from None
         for leftover in ("optimizer.pt", "scheduler.pt", "training_args.bin", "rng_state.pth"):
             (tmp / leftover).unlink(missing_ok=True)
         write_json(tmp / "run.json", run_info(stage=self.stage, processes=dist.world_size(), **(record or {})))
