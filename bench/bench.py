@@ -5,6 +5,7 @@ Prints a Markdown table; not a test.
     python bench/bench.py            # every stage, forced (about 6 minutes on 2 cores), then the extras
     python bench/bench.py --extras   # only sampling/scoring speed (needs a finished `dvc repro`)
     python bench/bench.py --experiments  # only `dvc exp run -S dpo.beta=0.2` and DPO precompute_ref_log_probs
+    python bench/bench.py --inputs       # only what crafted input costs clean and download (bounded)
 
 Run it on a quiet machine: a second busy process makes 2-thread torch several times slower.
 """
@@ -141,10 +142,45 @@ def experiment_speed() -> list[str]:
     return out
 
 
+def crafted_input_costs() -> list[str]:
+    """What crafted pairs cost `clean` and `download` now that both are bounded (issue: 40,000-word near-identical
+    replies once kept `clean` busy for more than 10 minutes)."""
+    import gzip
+    import tempfile
+
+    from stages import clean, download
+    from stages.core import params as P
+
+    from tests.conftest import tiny_params
+
+    p = P.validate(tiny_params())
+    words = " ".join(f"word{i}" for i in range(40_000))
+    pair = {"id": "s/train/1", "subset": "s", "split": "train", "line": 1,
+            "chosen": f"\n\nHuman: q?\n\nAssistant: {words}", "rejected": f"\n\nHuman: q?\n\nAssistant: {words} !"}
+    rules = p.clean.model_copy(update={"rules": p.clean.rules.model_copy(update={"too_long": False})})
+    t = time.perf_counter()
+    rule, _ = clean.check_pair(pair, rules, set(), set())
+    near = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "test.jsonl.gz"
+        with gzip.open(path, "wb") as fh:
+            fh.write(b"\n" * 2_000_000)
+        t = time.perf_counter()
+        try:
+            download.read_local_file(path, "s", "test", p.download.limits)
+        except Exception as exc:  # a file of blank lines is an error, after a bounded read
+            outcome = type(exc).__name__
+        blank = time.perf_counter() - t
+    return [f"| `clean`: one pair of 40,000-word near-identical replies (near_duplicate rule alone) | {near:.2f} s | "
+            f"{rule}, {p.clean.near_duplicate_max_chars} characters compared |",
+            f"| `download`: 2 MB of newlines in one .gz | {blank:.2f} s | {outcome}, 0 records kept |"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--extras", action="store_true", help="only sampling/scoring speed")
     ap.add_argument("--experiments", action="store_true", help="only the experiment re-run and DPO ref log-probs")
+    ap.add_argument("--inputs", action="store_true", help="only the cost of crafted input (clean, download)")
     args = ap.parse_args()
     import os
 
@@ -153,6 +189,9 @@ def main() -> None:
              "| what | wall time | peak memory / rate |", "|---|---|---|"]
     if args.experiments:
         print("\n".join(lines + experiment_speed()))
+        return
+    if args.inputs:
+        print("\n".join(lines + crafted_input_costs()))
         return
     if not args.extras:
         rows = stage_times()
@@ -165,6 +204,7 @@ def main() -> None:
     lines += sampling_speed()
     if not args.extras:
         lines += experiment_speed()
+    lines += crafted_input_costs()
     print("\n".join(lines))
 
 

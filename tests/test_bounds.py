@@ -196,3 +196,13 @@ def test_model_folders_hold_no_machine_facts(tmp_path, monkeypatch):
     assert record == {"stage": "sft", "processes": 1, "start": "models/base", "precision": "fp32"}
     log = json.loads((tmp_path / "logs/sft.json").read_text())
     assert log["versions"]["torch"] and log["device"] and "cpu" in log
+
+
+def test_a_path_that_is_no_model_folder_says_so(tmp_path):
+    """`base.pretrained: ../../etc` used to end in "Couldn't instantiate the backend tokenizer"."""
+    from stages.core.modeling import load_tokenizer
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    with pytest.raises(StageError, match=r"etc: not a model folder \(no tokenizer files: tokenizer.json"):
+        load_tokenizer(str(tmp_path / "etc"))

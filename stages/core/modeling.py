@@ -21,6 +21,7 @@ from . import hub
 from .io import StageError, first_line, is_local, sha256_file
 
 PICKLE_WEIGHTS = "pytorch_model.bin"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "spiece.model")
 
 
 class MissingFiles(StageError):
@@ -101,6 +102,9 @@ def load_tokenizer(path: str, revision: str | None = None, padding_side: str = "
     folder, _ = model_folder(path, revision)
     if not folder.is_dir():
         raise StageError(f"{folder}: tokenizer folder not found")
+    if not any((folder / name).exists() for name in TOKENIZER_FILES):  # e.g. a mistyped path such as ../../etc
+        raise StageError(f"{path}: not a model folder (no tokenizer files: {', '.join(TOKENIZER_FILES)}); give a "
+                         "hub id or a folder saved with save_pretrained")
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
     except Exception as exc:  # OSError, ValueError (no tokenizer files), ...
