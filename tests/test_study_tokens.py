@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from stages import clean as clean_stage
 from commands import compose
+from stages import clean as clean_stage
 from stages import dpo, sft
 from stages.core import params as P
 from stages.core import preference, synthetic
