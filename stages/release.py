@@ -102,12 +102,12 @@ Training params (`{{ section }}` of params.yaml):
 """
 
 
-def results(model: str) -> tuple[list, list[dict]]:
+def results(model: str, details: dict) -> tuple[list, list[dict]]:
     """EvalResults for the front matter and table rows, from metrics/headline.json (the declared metrics) and the
-    intervals in metrics/metrics.json."""
+    intervals in `details` (the model's part of metrics/metrics.json)."""
     from huggingface_hub import EvalResult
 
-    headline, details = read_json(HEADLINE)[model], read_json(DETAILS)[model]
+    headline = read_json(HEADLINE)[model]
     evals, rows = [], []
     for judge, values in headline.items():
         d = details[judge]
@@ -128,8 +128,9 @@ def card(model: str, params: P.Params, run: dict, merged_from_adapter: bool, rep
     synthetic = params.download.source == "synthetic"
     pretrained = params.base.source == "pretrained"
     section = TRAINING[model]
-    evals, rows = results(model)
-    counts = next(iter(read_json(DETAILS)[model].values()))  # prompt counts: the same for every judge
+    details = read_json(DETAILS)[model]
+    evals, rows = results(model, details)
+    counts = next(iter(details.values()))  # prompt counts: the same for every judge
     manifest = read_json(MANIFEST) if MANIFEST.exists() else {}
     licence = (f"Derived from facebook/opt-350m, under the OPT-175B licence agreement (non-commercial research use; "
                f"{OPT_LICENCE}), whose terms apply to this model too. Training data: Anthropic/hh-rlhf (MIT)."

@@ -22,20 +22,13 @@ def study_way(d) -> bool:
     return not (d.bos and d.tokenize == "joint" and d.truncation == "fit_prompt")
 
 
-def common_prefix_length(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def tokenize_pair(tok, prompt: str, chosen: str, rejected: str, bos: bool, tokenize: str,
                   max_prompt_length: int | None) -> dict:
     """{prompt_ids, chosen_ids, rejected_ids} of one pair. `tokenize`: "separate" (TRL 0.16.1's tokenize_row) or
     "joint" (TRL 1.16: prompt and prompt + reply + EOS tokenized together, the reply starting at their last shared
     token). `bos`: the tokenizer's BOS first. `max_prompt_length`: keep the prompt's last tokens (None: all)."""
+    from trl.data_utils import common_prefix_length  # TRL 1.16's own rule for where the reply starts
+
     def ids(text: str) -> list[int]:
         return tok(text, add_special_tokens=False)["input_ids"]
 
