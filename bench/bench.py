@@ -22,10 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-STAGES = ["download", "prompts", "clean", "base", "sft", "dpo@dpo", "dpo@sft_dpo", "judge", "calibrate",
+STAGES = ["download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "judge", "calibrate",
           "sample@base", "sample@sft", "sample@dpo", "sample@sft_dpo",
           "score@base", "score@sft", "score@dpo", "score@sft_dpo", "metrics", "report"]
-TRAINING = {"base": "base", "sft": "sft", "dpo@dpo": "dpo", "dpo@sft_dpo": "sft_dpo"}  # stage -> logs/<name>.json
+TRAINING = {"train@base": "base", "train@sft": "sft", "train@dpo": "dpo", "train@sft_dpo": "sft_dpo"}  # stage -> logs/<name>.json
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
@@ -133,7 +133,7 @@ def experiment_speed() -> list[str]:
             params["dpo"].update(precompute_ref_log_probs=pre, max_steps=60, eval_steps=1000)
             (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "stages.dpo", "dpo"], cwd=repo, check=True, capture_output=True)
+            subprocess.run([sys.executable, "-m", "stages.train", "dpo"], cwd=repo, check=True, capture_output=True)
             secs = time.perf_counter() - t
             out.append(f"| DPO 60 steps, precompute_ref_log_probs={pre} | {secs:.0f} s (stage) | "
                        f"{trained('dpo', repo)} |")

@@ -59,7 +59,7 @@ def params(args, digests: dict) -> dict:
     p["dpo"].update(max_steps=args.dpo_steps, logging_steps=25, save_steps=10**6, eval_pairs=64, eval_steps=10**6)
     if args.pad_to:  # every batch padded to this length: an upper bound on the study's real sequence lengths
         for stage in ("sft", "dpo"):
-            p[stage]["trainer"] = {**(p[stage].get("trainer") or {}), "pad_to_multiple_of": args.pad_to}
+            p[stage]["pad_to_multiple_of"] = args.pad_to  # any TRL field goes straight into the method's section
     p["sample"]["device"] = "auto"  # the GPU's decoding speed (the study decoded on a CPU: sample.device=cpu)
     p["base"]["pickle_sha256"] = digests["base.pickle_sha256"]
     p["score"]["judges"][0]["pickle_sha256"] = digests["score.judges.0.pickle_sha256"]  # pinned by commands.pin --fetch
@@ -113,8 +113,8 @@ def main() -> None:
     digests = {**manifest["overrides"], "score.judges.0.pickle_sha256": judge["pickle_sha256"]}
     (work / "params.yaml").write_text(yaml.safe_dump(params(args, digests), sort_keys=False))
     wall = {}
-    for stage in (["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.base"], ["stages.sft"],
-                  ["stages.dpo", "dpo"], ["stages.sample", "base"], ["stages.score", "base"]):
+    for stage in (["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.train", "base"], ["stages.train", "sft"],
+                  ["stages.train", "dpo"], ["stages.sample", "base"], ["stages.score", "base"]):
         if args.training_only and stage[0] in ("stages.sample", "stages.score"):
             continue
         wall[" ".join(stage)] = run(work, env, *stage)

@@ -9,6 +9,7 @@ which must therefore equal the composed default. Hydra composition drops comment
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -30,10 +31,35 @@ def compose(profile: str = "cpu") -> dict:
     return OmegaConf.to_container(cfg, resolve=True)
 
 
+def models_block(option: str = "all") -> str:
+    """conf/models/<option>.yaml as params.yaml's `models:` section, its comments kept."""
+    lines = (CONF / "models" / f"{option}.yaml").read_text(encoding="utf-8").splitlines()
+    comments = [line for line in lines if line.startswith("#")]
+    entries = ["  " + line for line in lines if line.strip() and not line.startswith("#")]
+    return "\n".join(comments + ["models:"] + entries) + "\n"
+
+
+INTERPOLATION = re.compile(r"\$\{([\w.]+)\}")
+
+
+def resolve_interpolations(text: str, composed: dict) -> str:
+    """`key: ${sft.learning_rate}` (an OmegaConf interpolation: one value shared by two sections, resolved by Hydra in
+    every profile) written with the cpu profile's value, its comment kept, for `dvc repro`'s params.yaml."""
+    def value(match: re.Match) -> str:
+        node = composed
+        for part in match.group(1).split("."):
+            node = node[part]
+        return yaml.safe_dump(node, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
+
+    return INTERPOLATION.sub(value, text)
+
+
 def commented_default() -> str:
     text = (CONF / "config.yaml").read_text(encoding="utf-8")
     body = text[text.index("\nprofile: cpu") + 1:]
-    return HEADER + body
+    seed_line = body.index("\nseed:") + 1
+    after_seed = body.index("\n", seed_line) + 1  # the table of models follows the seed, as in the composition
+    return resolve_interpolations(HEADER + body[:after_seed] + models_block() + body[after_seed:], compose("cpu"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,15 +29,12 @@ from pathlib import Path
 import numpy as np
 
 from stages.core.io import StageError, fail_cleanly, write_json, write_text
-from stages.core.params import MODEL_NAMES as MODELS
-from stages.core.rates import mover_mean, percentile_ci, wilson
+from stages.core.rates import METRICS_FILE, RATES, cas, mover_mean, percentile_ci, wilson
 
 OUTCOMES = "metrics/plots/outcomes.csv"
-HEADLINE = "metrics/headline.json"
 README_MARK = re.compile(r"(<!-- claims:begin -->\n).*?(<!-- claims:end -->)", re.S)
 CONFIDENCE = 0.95  # the claims' and intervals' level
-NAMES = {"base": "base", "sft": "SFT", "dpo": "DPO", "sft_dpo": "SFT+DPO"}
-METRICS = {"hmr": "HmR", "hpr": "HpR", "cas": "CAS"}
+METRICS = {key: name for key, (_, _, name) in RATES.items()}  # hmr: HmR, ...
 # The study's Table 1 (HmR / HpR / CAS, %): its ordering and headline claims, each tested below.
 STUDY = {"base": (42, 22, 32), "sft": (48, 56, 52), "dpo": (36, 46, 41), "sft_dpo": (44, 66, 55)}
 CLAIMS = [  # (text, metric, model, other models it must beat)
@@ -55,6 +52,18 @@ CLAIMS = [  # (text, metric, model, other models it must beat)
     ("base > DPO in HmR (DPO lowers harmlessness)", "hmr", "base", ["dpo"]),
     ("SFT+DPO is best in HmR, HpR and CAS (the abstract)", "all", "sft_dpo", ["base", "sft", "dpo"]),
 ]
+
+
+def labels(params: dict) -> dict[str, str]:
+    """{model: label} from a run's flattened params: the table of models (params.yaml `models`), in its order."""
+    return {key.split(".")[1]: value for key, value in params.items()
+            if key.startswith("models.") and key.endswith(".label")}
+
+
+def rival_claims(names: dict[str, str]) -> list[tuple]:
+    """For each model the study did not train (ORPO, ...): does it beat the study's best, SFT+DPO, in CAS?"""
+    return [(f"{names[m]} > {names['sft_dpo']} in CAS", "cas", m, ["sft_dpo"])
+            for m in names if m not in STUDY and "sft_dpo" in names]
 
 
 def flat(d: dict, prefix: str = "") -> dict:
@@ -79,7 +88,7 @@ def experiments() -> tuple[dict, list[dict]]:
         return {"rev": r["rev"], "params": flat(r["data"]["params"]["params.yaml"]["data"])}
 
     done = [entry(r) for exp in base.get("experiments") or [] for r in exp.get("revs") or []
-            if not r.get("error") and ((r.get("data") or {}).get("metrics") or {}).get(HEADLINE, {}).get("data")]
+            if not r.get("error") and ((r.get("data") or {}).get("metrics") or {}).get(METRICS_FILE, {}).get("data")]
     return entry(base), done
 
 
@@ -113,13 +122,13 @@ def rates(run: dict, judge: str, model: str, idx: dict | None = None) -> dict:
     if idx is not None:
         hm, hp = hm[idx["harmful"]], hp[idx["helpful"]]
     out = {"hmr": 100 * hm.mean(), "hpr": 100 * hp.mean()}
-    return out | {"cas": (out["hmr"] + out["hpr"]) / 2}
+    return out | {"cas": cas(out["hmr"], out["hpr"])}
 
 
-def bootstrap(runs: list[dict], judge: str, resamples: int, seed: int) -> dict:
+def bootstrap(runs: list[dict], judge: str, resamples: int, seed: int, names: dict[str, str]) -> dict:
     """{model: {metric: array of resampled estimates}}: runs resampled, then prompts within each run (paired)."""
     rng = np.random.default_rng(seed)
-    models = [m for m in MODELS if (judge, m, "harmful") in runs[0]]
+    models = [m for m in names if (judge, m, "harmful") in runs[0]]
     draws = {m: {k: np.empty(resamples) for k in METRICS} for m in models}
     for b in range(resamples):
         chosen = rng.integers(0, len(runs), len(runs)) if len(runs) > 1 else [0]
@@ -162,11 +171,11 @@ def verdict(diffs: list[np.ndarray]) -> tuple[str, list[tuple[float, float]]]:
     return "not supported", cis
 
 
-def summarise(runs: list[dict], resamples: int, seed: int) -> dict:
+def summarise(runs: list[dict], resamples: int, seed: int, names: dict[str, str]) -> dict:
     judges = sorted({j for j, _, _ in runs[0]})
     out: dict = {"runs": len(runs), "judges": {}}
     for j in judges:
-        draws = bootstrap(runs, j, resamples, seed)
+        draws = bootstrap(runs, j, resamples, seed, names)
         models = list(draws)
         table = {}
         for m in models:
@@ -176,15 +185,16 @@ def summarise(runs: list[dict], resamples: int, seed: int) -> dict:
                             "ci": widest(percentile_ci(draws[m][k], CONFIDENCE), floor[k]),
                             "per_run": [round(p[k], 2) for p in per_run]} for k in METRICS}
         claims = []
-        for text, metric, model, others in CLAIMS:
+        for text, metric, model, others in CLAIMS + rival_claims(names):
             if model not in draws or any(o not in draws for o in others):
                 continue
             keys = ["hmr", "hpr", "cas"] if metric == "all" else [metric]
             diffs = [draws[model][k] - draws[o][k] for k in keys for o in others]
             status, cis = verdict(diffs)
-            study = all(STUDY[model][list(METRICS).index(k)] > STUDY[o][list(METRICS).index(k)] for k in keys
-                        for o in others)
-            claims.append({"claim": text, "status": status, "in_the_study": "holds" if study else "fails",
+            study = model in STUDY and all(STUDY[model][list(METRICS).index(k)] > STUDY[o][list(METRICS).index(k)]
+                                           for k in keys for o in others)
+            claims.append({"claim": text, "status": status,
+                           "in_the_study": ("holds" if study else "fails") if model in STUDY else "not trained",
                            "differences": [{"vs": o, "metric": k, "mean": float(np.mean(d)), "ci": ci}
                                            for (k, o), d, ci in zip([(k, o) for k in keys for o in others], diffs,
                                                                      cis)]})
@@ -192,7 +202,7 @@ def summarise(runs: list[dict], resamples: int, seed: int) -> dict:
     return out
 
 
-def seeds_markdown(summary: dict, seeds: list) -> str:
+def seeds_markdown(summary: dict, seeds: list, names: dict[str, str]) -> str:
     lines = [f"# The study's claims across {summary['runs']} training seeds ({', '.join(map(str, seeds))})\n",
              "Mean over seeds; 95% intervals from a hierarchical bootstrap (seeds, then prompts within each seed), "
              "never narrower than the Wilson interval of all seeds' prompts pooled. "
@@ -203,16 +213,16 @@ def seeds_markdown(summary: dict, seeds: list) -> str:
                   "|---|---|---|---|---|"]
         for m, r in res["rates"].items():
             cells = " | ".join(f"{r[k]['mean']:.1f} [{r[k]['ci'][0]:.1f}, {r[k]['ci'][1]:.1f}]" for k in METRICS)
-            lines.append(f"| {NAMES[m]} | {cells} | {', '.join(f'{x:.1f}' for x in r['cas']['per_run'])} |")
+            lines.append(f"| {names[m]} | {cells} | {', '.join(f'{x:.1f}' for x in r['cas']['per_run'])} |")
         lines += ["", "| claim | in the study | here | difference [95% CI] |", "|---|---|---|---|"]
         for c in res["claims"]:
-            diffs = "; ".join(f"vs {NAMES[d['vs']]} {METRICS[d['metric']]} {d['mean']:+.1f} [{d['ci'][0]:+.1f}, "
+            diffs = "; ".join(f"vs {names[d['vs']]} {METRICS[d['metric']]} {d['mean']:+.1f} [{d['ci'][0]:+.1f}, "
                               f"{d['ci'][1]:+.1f}]" for d in c["differences"])
             lines.append(f"| {c['claim']} | {c['in_the_study']} | **{c['status']}** | {diffs} |")
     return "\n".join(lines) + "\n"
 
 
-def sweep_outputs(groups: dict, by: str, resamples: int, seed: int, out_dir: Path) -> None:
+def sweep_outputs(groups: dict, by: str, resamples: int, seed: int, out_dir: Path, names: dict[str, str]) -> None:
     """Per model and judge, a CSV of HmR/HpR/CAS (with intervals) against the swept param, a PNG and a README."""
     import matplotlib
 
@@ -221,13 +231,14 @@ def sweep_outputs(groups: dict, by: str, resamples: int, seed: int, out_dir: Pat
 
     from stages.core.io import save_figure
 
-    results = {x: summarise(runs, resamples, seed) for x, runs in sorted(groups.items())}
+    results = {x: summarise(runs, resamples, seed, names) for x, runs in sorted(groups.items())}
+    models = list(next(iter(next(iter(results.values()))["judges"].values()))["rates"])  # the table's, in order
     judges = sorted(next(iter(results.values()))["judges"])
     fig, axes = plt.subplots(len(judges), 3, figsize=(13, 3.4 * len(judges)), squeeze=False)
     readme = [f"# Sweep of `{by}`\n", "HmR, HpR and CAS (95% intervals: runs, then prompts) per value; "
               f"`python -m commands.gather --by {by}`.\n"]
     for row, judge in zip(axes, judges):
-        for m in MODELS:
+        for m in models:
             lines = [f"{by},n_runs," + ",".join(f"{k},{k}_ci_low,{k}_ci_high" for k in METRICS)]
             for x, res in results.items():
                 r = res["judges"][judge]["rates"][m]
@@ -239,7 +250,7 @@ def sweep_outputs(groups: dict, by: str, resamples: int, seed: int, out_dir: Pat
                 means = [results[x]["judges"][judge]["rates"][m][k]["mean"] for x in xs]
                 lo = [means[i] - results[x]["judges"][judge]["rates"][m][k]["ci"][0] for i, x in enumerate(xs)]
                 hi = [results[x]["judges"][judge]["rates"][m][k]["ci"][1] - means[i] for i, x in enumerate(xs)]
-                ax.errorbar(xs, means, yerr=[lo, hi], marker="o", capsize=3, label=NAMES[m])
+                ax.errorbar(xs, means, yerr=[lo, hi], marker="o", capsize=3, label=names[m])
                 ax.set_title(f"{METRICS[k]} ({judge})")
                 ax.set_xlabel(by)
                 if min(xs) > 0 and max(xs) / min(xs) >= 10:
@@ -251,12 +262,12 @@ def sweep_outputs(groups: dict, by: str, resamples: int, seed: int, out_dir: Pat
     fig.tight_layout()
     save_figure(fig, out_dir / "sweep.png")
     for judge in judges:
-        readme += [f"\n## Judge: {judge}\n", f"| {by} | runs | " + " | ".join(f"{NAMES[m]} CAS" for m in MODELS) + " |",
-                   "|---|---|" + "---|" * len(MODELS)]
+        readme += [f"\n## Judge: {judge}\n", f"| {by} | runs | " + " | ".join(f"{names[m]} CAS" for m in models) + " |",
+                   "|---|---|" + "---|" * len(models)]
         for x, res in results.items():
             cells = " | ".join(f"{res['judges'][judge]['rates'][m]['cas']['mean']:.1f} "
                                f"[{res['judges'][judge]['rates'][m]['cas']['ci'][0]:.1f}, "
-                               f"{res['judges'][judge]['rates'][m]['cas']['ci'][1]:.1f}]" for m in MODELS)
+                               f"{res['judges'][judge]['rates'][m]['cas']['ci'][1]:.1f}]" for m in models)
             readme.append(f"| {x} | {res['runs']} | {cells} |")
     readme.append("\n![sweep](sweep.png)\n")
     write_text(out_dir / "README.md", "\n".join(readme) + "\n")
@@ -280,13 +291,14 @@ def main(argv: list[str] | None = None) -> None:
         if len(groups) < 2:
             raise StageError(f"{args.by}: the experiments hold one value only (queue a sweep: README, Experiments)")
         out_dir = Path("metrics/sweeps") / args.by
-        sweep_outputs(groups, args.by, args.resamples, 0, out_dir)
+        sweep_outputs(groups, args.by, args.resamples, 0, out_dir, labels(baseline["params"]))
         print(f"gather: {len(runs)} runs over {len(groups)} values of {args.by} -> {out_dir}")
         return
     if len(set(seeds)) < len(seeds):
         raise StageError(f"seeds {seeds}: two runs share a seed (one experiment per seed)")
-    summary = summarise(outcomes, args.resamples, 0)
-    markdown = seeds_markdown(summary, seeds)
+    names = labels(baseline["params"])
+    summary = summarise(outcomes, args.resamples, 0, names)
+    markdown = seeds_markdown(summary, seeds, names)
     write_json("metrics/seeds.json", {"seeds": seeds} | summary)
     write_text("metrics/seeds.md", markdown)
     if args.readme:

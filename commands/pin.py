@@ -64,17 +64,19 @@ def params_references(params: P.Params | None = None) -> list[tuple[str, str, st
 
 def downloads(params: P.Params) -> list[tuple[str, str | None, list[str], str]]:
     """(repo, commit, file patterns, repo type) of every hub download `params` makes: what the stages read."""
-    from stages.core.modeling import hub_files
     from stages.core.hh import dataset_files
+    from stages.core.judges import KINDS
+    from stages.core.modeling import hub_files
 
     out = []
     for key, repo, rev, dataset in params_references(params):
         if dataset:
             out.append((repo, rev, dataset_files(params.download), "dataset"))
-        else:
-            digest = params.base.pickle_sha256 if key.startswith("base.") else \
-                params.score.judges[int(key.split(".")[2])].pickle_sha256
-            out.append((repo, rev, hub_files(digest), "model"))
+        elif key.startswith("base."):
+            out.append((repo, rev, hub_files(params.base.pickle_sha256), "model"))
+        else:  # a judge: its kind's class says which files it reads
+            spec = params.score.judges[int(key.split(".")[2])]
+            out.append((repo, rev, KINDS[spec.kind].hub_files(spec), "model"))
     return out
 
 

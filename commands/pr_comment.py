@@ -18,6 +18,7 @@ import subprocess
 from pathlib import Path
 
 from stages.core.io import StageError, fail_cleanly, write_text
+from stages.core.rates import DETAILS_FILE
 
 
 def dvc(*args: str) -> str:
@@ -58,8 +59,8 @@ def plots(rev: str, out: Path) -> list[str]:
 
 def comment(rev: str, out: Path) -> str:
     parts = [f"## HmR / HpR / CAS against `{rev}`\n", dvc("metrics", "diff", rev, "--md") or "No changes.\n",
-             "\n<details><summary>Every number (intervals, win rates, judges; metrics/metrics.json)</summary>\n\n",
-             dvc("metrics", "diff", rev, "--md", "--targets", "metrics/metrics.json") or "No changes.\n",
+             f"\n<details><summary>Every number (intervals, win rates, judges; {DETAILS_FILE})</summary>\n\n",
+             dvc("metrics", "diff", rev, "--md", "--targets", DETAILS_FILE) or "No changes.\n",
              "\n</details>\n", f"\n## Params against `{rev}`\n", dvc("params", "diff", rev, "--md") or "No changes.\n",
              f"\n## Curves and bars (this branch and `{rev}`)\n\n", "\n".join(plots(rev, out)), "\n"]
     return "".join(parts)

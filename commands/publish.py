@@ -9,7 +9,7 @@ from the workspace, a revision or tag, or an experiment.
 The model is named as its DVC artifact in dvc.yaml (base, sft, dpo, sft-dpo). At a revision the folder is restored
 with `dvc artifacts get` (from the DVC cache or remote). Before anything is written it refuses: a test model of the
 synthetic CPU default (unless --force); a card whose HmR/HpR/CAS differ from the declared metrics file
-(metrics/headline.json) of the same revision; any file but safetensors weights, configs, tokenizer files and the
+(metrics/metrics.json) of the same revision; any file but safetensors weights, configs, tokenizer files and the
 card. The upload is huggingface_hub's `create_repo` + `upload_folder` (a token from `hf auth login` or HF_TOKEN); the
 card's placeholder model path becomes the repository id. `--dry-run DIR` writes exactly the folder that would be
 uploaded and prints the target.
@@ -26,12 +26,12 @@ from pathlib import Path
 import yaml
 
 from stages.core.io import StageError, fail_cleanly, write_text
+from stages.core.rates import METRICS_FILE, RATES
 
 PLACEHOLDER = "<folder or hub id>"  # the card's model path in its load-and-sample snippet (stages/release.py)
-HEADLINE = "metrics/headline.json"
 ALLOWED = ("config.json", "generation_config.json", "README.md")
 ALLOWED_PREFIXES = ("tokenizer", "special_tokens_map", "vocab", "merges", "added_tokens", "chat_template")
-METRIC_KEYS = {"harmlessness_rate": "hmr", "helpfulness_rate": "hpr", "combined_alignment_score": "cas"}
+METRIC_KEYS = {card_type: key for key, (_, card_type, _) in RATES.items()}  # model-card metric type -> key
 
 
 def artifacts(root: Path = Path(".")) -> dict:
@@ -66,10 +66,10 @@ def restore(name: str, rev: str | None, into: Path) -> Path:
 
 def declared_metrics(rev: str | None) -> dict:
     if rev is None:
-        return json.loads(Path(HEADLINE).read_text())
-    res = subprocess.run(["git", "show", f"{rev}:{HEADLINE}"], capture_output=True, text=True)
+        return json.loads(Path(METRICS_FILE).read_text())
+    res = subprocess.run(["git", "show", f"{rev}:{METRICS_FILE}"], capture_output=True, text=True)
     if res.returncode:
-        raise StageError(f"{rev}: no {HEADLINE} at this revision ({res.stderr.strip()})")
+        raise StageError(f"{rev}: no {METRICS_FILE} at this revision ({res.stderr.strip()})")
     return json.loads(res.stdout)
 
 
@@ -87,7 +87,7 @@ def check(folder: Path, model: str, declared: dict, force: bool) -> list[Path]:
            for r in card.data.eval_results or []}
     want = {(judge, key): value for judge, values in declared.get(model, {}).items() for key, value in values.items()}
     if not want or got != want:
-        raise StageError(f"{card_file}: the card's metrics {sorted(got.items())} are not the declared {HEADLINE} "
+        raise StageError(f"{card_file}: the card's metrics {sorted(got.items())} are not the declared {METRICS_FILE} "
                          f"of this revision {sorted(want.items())}; refusing to publish")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     bad = [p.name for p in files if not (p.name in ALLOWED or p.suffix == ".safetensors"

@@ -39,6 +39,7 @@ from stages.core import hh
 from stages.core import params as P
 from stages.core import synthetic
 from stages.core.io import fail_cleanly, sha256_file, write_json
+from stages.core.judges import KINDS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SUBSETS = ["harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled"]
@@ -189,12 +190,13 @@ def build(root: Path, shape: str = "tiny", seed: int = 0, real_everywhere: bool 
                     real_everywhere)
     overrides = {"base.pickle_sha256": opt_lookalike(snapshot_dir(hf, "facebook/opt-350m", pins["facebook/opt-350m"]),
                                                      texts, dims["opt"])}
-    for judge in improved.score.judges:
-        if judge.path == "OpenAssistant/reward-model-deberta-v3-large-v2":
-            # pickle-only and no digest in the profiles, as the real repository: `commands.pin --fetch` must pin it
-            deberta_lookalike(snapshot_dir(hf, judge.path, pins[judge.path]), texts, dims["deberta"])
-        elif judge.path.startswith("Skywork/"):
-            qwen_lookalike(snapshot_dir(hf, judge.path, pins[judge.path]), texts, dims["qwen"])
+    builders = {"deberta": deberta_lookalike, "qwen": qwen_lookalike}
+    for judge in improved.score.judges:  # each hub judge's kind names its look-alike (stages/core/judges.py)
+        lookalike = KINDS[judge.kind].lookalike(judge)
+        if lookalike and judge.path in pins:
+            # the DeBERTa one is pickle-only with no digest in the profiles, as the real repository: `commands.pin
+            # --fetch` must pin it
+            builders[lookalike](snapshot_dir(hf, judge.path, pins[judge.path]), texts, dims[lookalike])
     prompts = {}
     for name in ("harmful", "helpful"):
         real = SHARED / "paper-eval" / f"{name}_prompts.json"

@@ -1,4 +1,5 @@
-"""The pipeline's stages (`python -m stages.<name>`), with shared code in stages.core.
+"""The pipeline's stages (`python -m stages.<name>`, one module per dvc.yaml stage), with shared code in stages.core
+and the training methods (one module each) in stages.methods.
 
 Importing the package fixes Python's string hashing for stage processes and pins the CPU kernels and thread count
 before torch or NumPy loads (stages/core/determinism.py), so every stage process, accelerate's child processes

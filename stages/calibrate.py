@@ -9,7 +9,7 @@ stand for harmlessness, pairs of `prompts.helpful_subset` (helpful-base) for hel
 
 - metrics/calibration.json: per judge and set, the pairwise accuracy (share of pairs whose chosen reply scores above
   the rejected one; ties count half): how well each judge agrees with HH's own labels;
-- data/calibration/thresholds.json: for a judge whose `metrics.thresholds` say `calibrated` (the study defined
+- data/calibration/thresholds.json: for a judge whose `score.judges[].thresholds` say `calibrated` (the study defined
   thresholds for its own judge only), the threshold of each set is the reward that best separates chosen from
   rejected replies of that set: the cut with the most chosen replies above it and rejected ones at or below it
   (among equally good cuts, the middle one). It is computed from held-out pairs only, never from the evaluation
@@ -76,7 +76,7 @@ def main() -> None:
     scored, _ = score_rows(rows, params.score.judges) if rows else ([], {})
     report, thresholds = {}, {}
     for spec in params.score.judges:
-        wanted = params.metrics.thresholds[spec.name]
+        wanted = spec.thresholds
         rewards = iter(r["rewards"][spec.name] for r in scored)
         report[spec.name] = {}
         for kind, quality in SETS.items():

@@ -1,7 +1,7 @@
 """Run a stage in this process, or under `accelerate launch` when params ask for several processes.
 
-    python -m stages.launch sft
-    python -m stages.launch dpo sft_dpo
+    python -m stages.launch train sft
+    python -m stages.launch sample sft_dpo
 
 With `distributed.num_processes: N > 1` this runs
 `accelerate launch --num_processes N [--config_file F] --mixed_precision M [--cpu] -m stages.<stage> [args]`
@@ -18,7 +18,7 @@ import sys
 from stages.core import params as P
 from stages.core.io import StageError, fail_cleanly
 
-STAGES = {"base", "sft", "dpo", "sample", "score"}
+STAGES = {"train", "sample", "score"}  # the per-model stages
 
 
 def check_accelerate_config(path: str) -> None:
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     d = P.load().distributed
     if d.num_processes == 1 or os.environ.get("WORLD_SIZE"):
         module = importlib.import_module(f"stages.{stage}")
-        module.main(args) if stage in {"dpo", "sample", "score"} else module.main()
+        module.main(args)
         return
     import torch
 

@@ -22,15 +22,15 @@ import numpy as np
 
 from stages.core import params as P
 from stages.core.io import StageError, fail_cleanly, iter_jsonl, read_json, save_figure, write_json, write_text
-from stages.core.rates import (agreement, bootstrap_deltas, mover_mean, rank_correlation, rate, wilson, win_share)
+from stages.core.rates import (DETAILS_FILE, METRICS_FILE, RATES, agreement, bootstrap_deltas, cas, mover_mean,
+                               rank_correlation, rate, wilson, win_share)
 
 SCORES = Path("data/scores")
 CALIBRATION = Path("data/calibration/thresholds.json")
-OUT = Path("metrics/metrics.json")
-HEADLINE = Path("metrics/headline.json")
+OUT = Path(DETAILS_FILE)
+HEADLINE = Path(METRICS_FILE)
 PLOTS = Path("metrics/plots")
 SETS = ("harmful", "helpful")
-HEADLINE_KEYS = {"harmless_rate": "hmr", "helpful_rate": "hpr", "cas": "cas"}
 
 
 def load_scores(models: list[str], judges: list[str], scores_dir: Path = SCORES) -> dict[str, dict[str, list[dict]]]:
@@ -66,8 +66,7 @@ def load_scores(models: list[str], judges: list[str], scores_dir: Path = SCORES)
 def resolve_thresholds(params: P.Params, calibration: Path = CALIBRATION) -> dict[str, dict[str, float]]:
     """Each judge's two thresholds as numbers: from params, or from the calibration stage where params say
     `calibrated`."""
-    judges = [j.name for j in params.score.judges]
-    wanted = {j: params.metrics.thresholds[j].model_dump() for j in judges}
+    wanted = {j.name: j.thresholds.model_dump() for j in params.score.judges}
     if any(v == "calibrated" for t in wanted.values() for v in t.values()):
         found = read_json(calibration).get("thresholds", {})
         for j, t in wanted.items():
@@ -99,13 +98,13 @@ def compute(scores: dict, thresholds: dict, resamples: int, confidence: float, s
             hm, hp = rate(harm, thresholds[j]["harmful"]), rate(help_, thresholds[j]["helpful"])
             hm_ci = wilson(int(harm_ok.sum()), len(harm_ok), confidence)
             hp_ci = wilson(int(help_ok.sum()), len(help_ok), confidence)
-            entry = {"harmless_rate": hm, "helpful_rate": hp, "cas": (hm + hp) / 2}
+            entry = {"harmless_rate": hm, "helpful_rate": hp, "cas": cas(hm, hp)}
             intervals = {"harmless_rate": hm_ci, "helpful_rate": hp_ci, "cas": mover_mean(hm, hm_ci, hp, hp_ci)}
             if m != "base" and "base" in models:
                 b_harm_ok, b_help_ok = labels[("base", j)]
                 b_hm, b_hp = 100 * b_harm_ok.mean(), 100 * b_help_ok.mean()
                 entry |= {"delta_harmless_rate": hm - b_hm, "delta_helpful_rate": hp - b_hp,
-                          "delta_cas": (hm + hp) / 2 - (b_hm + b_hp) / 2}
+                          "delta_cas": cas(hm, hp) - cas(b_hm, b_hp)}
                 # One generator per (model, judge), seeded from the one seed: results do not depend on the order.
                 rng = np.random.default_rng([seed, models.index(m), judges.index(j)])
                 intervals |= bootstrap_deltas(harm_ok.astype(float), help_ok.astype(float), b_harm_ok.astype(float),
@@ -146,7 +145,7 @@ def compute(scores: dict, thresholds: dict, resamples: int, confidence: float, s
 
 def headline(result: dict) -> dict:
     """HmR, HpR and CAS per model and judge: the few numbers `dvc exp show` should show."""
-    return {m: {j: {short: r[k] for k, short in HEADLINE_KEYS.items()} for j, r in per_judge.items()}
+    return {m: {j: {short: r[long] for short, (long, _, _) in RATES.items()} for j, r in per_judge.items()}
             for m, per_judge in result.items() if m != "judge_agreement"}
 
 
@@ -228,7 +227,7 @@ def main() -> None:
     params = P.load()
     m = params.metrics
     thresholds = resolve_thresholds(params)
-    scores = load_scores(params.models, list(thresholds))
+    scores = load_scores(list(params.models), list(thresholds))
     result = compute(scores, thresholds, m.bootstrap_resamples, m.confidence, params.seed)
     write_plots(result, scores, thresholds)
     write_json(OUT, result)

@@ -23,22 +23,18 @@ from pathlib import Path
 
 import yaml
 
+from stages import methods
 from stages.core import params as P
-from stages.core.determinism import seed_and_pin
 from stages.core.io import fail_cleanly, fresh_tmp_dir, read_json, replace_dir, write_text
-from stages.core.modeling import load_policy
+from stages.core.modeling import load_policy, per_model_stage
+from stages.core.rates import DETAILS_FILE, METRICS_FILE, RATES
 
 OUT = Path("models/release")
-HEADLINE = Path("metrics/headline.json")
-DETAILS = Path("metrics/metrics.json")
+HEADLINE = Path(METRICS_FILE)
+DETAILS = Path(DETAILS_FILE)
 CLEAN = Path("metrics/clean.json")
 MANIFEST = Path("data/raw/manifest.json")
 STUDY = "arXiv 2509.09055, \"Improving LLM Safety and Helpfulness using SFT and DPO: A Study on OPT-350M\""
-METHODS = {"base": "the base model (no alignment training)", "sft": "supervised fine-tuning on HH-RLHF's chosen replies",
-           "dpo": "DPO (LoRA) from the base model", "sft_dpo": "DPO (LoRA) from the SFT model"}
-TAGS = {"base": [], "sft": ["sft"], "dpo": ["dpo", "lora"], "sft_dpo": ["sft", "dpo", "lora"]}
-TRAINING = {"base": "base", "sft": "sft", "dpo": "dpo", "sft_dpo": "dpo"}  # the params section each model trains with
-METRICS = {"hmr": ("harmlessness_rate", "HmR"), "hpr": ("helpfulness_rate", "HpR"), "cas": ("combined_alignment_score", "CAS")}
 OPT_LICENCE = "https://huggingface.co/facebook/opt-350m/blob/main/LICENSE.md"
 WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors")
 SNIPPET_PROMPT = "\n\nHuman: How do I make a good cup of tea?\n\nAssistant:"
@@ -112,11 +108,10 @@ def results(model: str, details: dict) -> tuple[list, list[dict]]:
     for judge, values in headline.items():
         d = details[judge]
         cell = {}
-        for key, (metric_type, short) in METRICS.items():
+        for key, (name, metric_type, short) in RATES.items():
             evals.append(EvalResult(task_type="text-generation", task_name="Harmlessness and helpfulness",
                                     dataset_type="hh-rlhf-eval-prompts", dataset_name="HH-RLHF evaluation prompts",
                                     metric_type=metric_type, metric_name=f"{short} ({judge})", metric_value=values[key]))
-            name = {"hmr": "harmless_rate", "hpr": "helpful_rate", "cas": "cas"}[key]
             cell[key] = f"{values[key]} [{d[f'{name}_ci_low']}, {d[f'{name}_ci_high']}]"
         rows.append({"judge": judge, **cell})
     return evals, rows
@@ -127,7 +122,11 @@ def card(model: str, params: P.Params, run: dict, merged_from_adapter: bool, rep
 
     synthetic = params.download.source == "synthetic"
     pretrained = params.base.source == "pretrained"
-    section = TRAINING[model]
+    section = params.models[model].method  # the params section it trains with
+    method = methods.load(section)
+    start = params.start_model(model)
+    how = method.DESCRIPTION + (f" from the {params.models[start].label} model" if start else "")
+    tags = [*([start] if start and start != "base" else []), *method.TAGS]  # sft_dpo: sft, dpo, lora
     details = read_json(DETAILS)[model]
     evals, rows = results(model, details)
     counts = next(iter(details.values()))  # prompt counts: the same for every judge
@@ -146,13 +145,13 @@ def card(model: str, params: P.Params, run: dict, merged_from_adapter: bool, rep
         datasets=None if synthetic else ["Anthropic/hh-rlhf"], library_name="transformers",
         license="other", license_name="opt-175b-license" if pretrained else "unreleased-test-model",
         license_link=OPT_LICENCE if pretrained else None, pipeline_tag="text-generation",
-        tags=["hh-rlhf", "alignment", "opt", *TAGS[model], *(["synthetic", "test-model"] if synthetic else [])],
+        tags=["hh-rlhf", "alignment", "opt", *tags, *(["synthetic", "test-model"] if synthetic else [])],
         eval_results=evals)
     weights_note = ("Weights: the start model with the DPO LoRA adapter merged in (float32). The evaluation sampled "
                     "through the unmerged adapter on its start model, as the study did; merged weights compute the "
                     "same function up to float rounding." if merged_from_adapter else
                     "Weights: float32 safetensors, exactly the weights that were evaluated.")
-    trained = getattr(params, section).model_dump() if section != "base" else params.base.model_dump()
+    trained = params.base.model_dump() if section == "base" else params.section(section)
     # no library versions or machine facts here: this folder's hash must be the same on every machine (they are in
     # models/<model>/run.json and logs/)
     provenance = "\n".join(f"- {k}: `{v}`" for k, v in {
@@ -167,7 +166,7 @@ def card(model: str, params: P.Params, run: dict, merged_from_adapter: bool, rep
                     "improved": "the `improved` profile: the study plus each fix as a switch",
                     "cpu": "the CPU default"}[params.profile]
     return ModelCard.from_template(
-        data_card, template_str=TEMPLATE, name=f"hh-alignment-{model}", method=METHODS[model], synthetic=synthetic,
+        data_card, template_str=TEMPLATE, name=f"hh-alignment-{model}", method=how, synthetic=synthetic,
         study=STUDY, profile_note=profile_note, n_harmful=counts["n_harmful"], n_helpful=counts["n_helpful"], results=rows,
         stop=params.sample.stop_at_human, strip=params.sample.strip_response,
         max_new_tokens=params.sample.max_new_tokens, repo=repo, prompt=json.dumps(SNIPPET_PROMPT),
@@ -179,11 +178,7 @@ def card(model: str, params: P.Params, run: dict, merged_from_adapter: bool, rep
 
 @fail_cleanly
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", choices=P.MODEL_NAMES)
-    model = ap.parse_args(argv).model
-    params = P.load()
-    seed_and_pin(params.seed)
+    model, params = per_model_stage(argv, __doc__.splitlines()[0])
     source = Path("models") / model
     run = read_json(source / "run.json")
     tmp = fresh_tmp_dir(OUT / model)

@@ -14,11 +14,11 @@ import re
 from pathlib import Path
 
 from stages.core.io import fail_cleanly, read_json, write_text
+from stages.core.rates import DETAILS_FILE
 
 OUT = Path("metrics/report.md")
 README = Path("README.md")
 MARK = re.compile(r"(<!-- results:begin -->\n).*?(<!-- results:end -->)", re.S)
-TRAINED = ("base", "sft", "dpo", "sft_dpo")
 SEEDS = Path("metrics/seeds.md")  # gathered across experiments (python -m commands.gather), committed
 SWEEPS = Path("metrics/sweeps")
 
@@ -50,7 +50,7 @@ def results_table(metrics: dict, synthetic: bool) -> str:
 
 
 def render() -> tuple[str, str]:
-    metrics = read_json("metrics/metrics.json")
+    metrics = read_json(DETAILS_FILE)
     manifest = read_json("data/raw/manifest.json") if Path("data/raw/manifest.json").exists() else {}
     table = results_table(metrics, manifest.get("synthetic", False))
     parts = ["# Results\n", table, "\n![HmR, HpR and CAS by model](plots/rates.png)\n",
@@ -70,7 +70,7 @@ def render() -> tuple[str, str]:
         drops = ", ".join(f"{k}: {v}" for k, v in c["dropped"].items())
         parts.append(f"\n## Cleaning\n{c['input']} pairs in, {c['kept']} kept; dropped by rule: {drops}.\n")
     train = []
-    for stage in TRAINED:
+    for stage in (m for m in metrics if m != "judge_agreement"):  # the table's models, in its order
         p = Path("metrics") / stage / "train.json"
         if p.exists():
             t = read_json(p)

@@ -23,6 +23,27 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture
+def hh_slice(tmp_path):
+    """(folder in Anthropic's layout holding harmless-base/test.jsonl.gz, real): the shared real slice of HH-RLHF
+    when ../shared/data/hh-rlhf is present, else a synthetic stand-in of the same layout (2,312 pairs, noise included)
+    so the test still runs; the test's name shows which in -v output through `real`."""
+    if (HH_DIR / "harmless-base" / "test.jsonl.gz").exists():
+        return HH_DIR, True
+    import gzip
+    import json
+
+    from stages.core import synthetic
+
+    print("../shared/data/hh-rlhf not present: using the synthetic stand-in")
+    rows, _ = synthetic.generate("harmless-base", "test", 2312, 0, noise_rate=0.08, multi_turn_rate=0.3)
+    target = tmp_path / "hh-standin" / "harmless-base" / "test.jsonl.gz"
+    target.parent.mkdir(parents=True)
+    with gzip.open(target, "wt", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+    return target.parent.parent, False
+
+
 def sh(cmd, cwd, check=True, env=None):
     """Run a command (a list, or a shell string) in `cwd` with this interpreter's tools on the PATH."""
     res = subprocess.run(cmd, cwd=cwd, env=env or run_env(), capture_output=True, text=True,
@@ -95,7 +116,7 @@ def in_tmp(tmp_path, monkeypatch):
 
 def build_tiny_base(folder: Path) -> Path:
     """Run download, prompts, clean and base of the tiny configuration in `folder` (models/base and its data)."""
-    from stages import base, clean, download, prompts
+    from stages import clean, download, prompts, train
 
     cwd = os.getcwd()
     os.chdir(folder)
@@ -104,7 +125,7 @@ def build_tiny_base(folder: Path) -> Path:
         download.main()
         prompts.main()
         clean.main()
-        base.main()
+        train.main(["base"])
     finally:
         os.chdir(cwd)
     return folder
@@ -150,5 +171,5 @@ def reward_model_spec(path, **kw):
     from stages.core import params as P
 
     base = {"name": "rm", "kind": "sequence_classifier", "path": str(path), "revision": None, "input_format": "pair",
-            "batch_size": 3, "max_length": 64}
+            "batch_size": 3, "max_length": 64, "thresholds": {"harmful": 0.0, "helpful": 0.0}}
     return P.JudgeSpec.model_validate(base | kw)

@@ -72,27 +72,27 @@ def test_values_that_passed_validation_and_crashed_later_are_refused_up_front():
         P.validate(raw)
 
 
-def test_trainer_pass_through_checks_types_and_refuses_unpinned_hub_fetches(tmp_path):
+def test_trl_fields_are_type_checked_and_unpinned_hub_fetches_refused(tmp_path):
     from trl import SFTConfig
 
     from stages.core.training import trl_config
 
     managed = {"output_dir": str(tmp_path), "use_cpu": True, "bf16": False}
-    with pytest.raises(StageError, match=r"sft.trainer.max_grad_norm: expected float, got str 'abc'"):
-        trl_config(SFTConfig, managed, {"max_grad_norm": "abc"}, "sft.trainer")
-    with pytest.raises(StageError, match=r"sft.trainer.chat_template_path: refused \(it makes TRL fetch"):
-        trl_config(SFTConfig, managed, {"chat_template_path": "someorg/any-repo"}, "sft.trainer")
+    with pytest.raises(StageError, match=r"sft.max_grad_norm: expected float, got str 'abc'"):
+        trl_config(SFTConfig, {"max_grad_norm": "abc"}, managed, "sft")
+    with pytest.raises(StageError, match=r"sft.chat_template_path: refused \(it makes TRL fetch"):
+        trl_config(SFTConfig, {"chat_template_path": "someorg/any-repo"}, managed, "sft")
     template = tmp_path / "template.jinja"
     template.write_text("{{ messages }}")
-    assert trl_config(SFTConfig, managed, {"chat_template_path": str(template), "max_grad_norm": 0.5},
-                      "sft.trainer").max_grad_norm == 0.5
+    assert trl_config(SFTConfig, {"chat_template_path": str(template), "max_grad_norm": 0.5}, managed,
+                      "sft").max_grad_norm == 0.5
 
 
 def test_lora_targets_that_name_no_module_are_one_line():
     import torch
     from transformers import OPTConfig, OPTForCausalLM
 
-    from stages.dpo import check_lora_targets
+    from stages.methods.dpo import check_lora_targets
 
     torch.manual_seed(0)
     model = OPTForCausalLM(OPTConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,

@@ -6,7 +6,7 @@ import pytest
 from stages import clean, download, prompts
 from stages.core import params as P
 
-from .conftest import HH_DIR, tiny_params, write_params
+from .conftest import tiny_params, write_params
 
 
 def pair(prompt_q, chosen, rejected, prompt_r=None, i=0, split="train"):
@@ -55,8 +55,8 @@ def test_each_pair_keeps_its_own_transcripts_when_no_rule_drops_it():
     """With the study's rules (none), a rejected side whose prompt differs, or an empty reply after "Assistant: ", is
     kept as written: DPO's common-prefix split and SFT's transcripts read the pair's own texts, not ones rebuilt from
     the chosen side's prompt (which rewrote the rejected transcript, and lost the space after "Assistant:")."""
-    from stages import dpo
     from stages.core import hh
+    from stages.methods import dpo
 
     raw = tiny_params()
     for rule in raw["clean"]["rules"]:
@@ -79,15 +79,19 @@ def test_stage_writes_train_heldout_and_report(in_tmp):
     report = json.loads((in_tmp / "metrics/clean.json").read_text())
     assert report["input"] == report["kept"] + report["dropped_total"]
     assert report["kept"] == report["kept_train"] + report["kept_test"]
-    assert report["dropped"]["eval_leak"] >= 0 and report["dropped_total"] > 0
+    rules = set(tiny_params()["clean"]["rules"]) | {"malformed"}
+    assert set(report["dropped"]) == rules  # every rule counted, zero included
+    assert sum(report["dropped"].values()) == report["dropped_total"] > 0
     train = [json.loads(x) for x in (in_tmp / "data/clean/train.jsonl").read_text().splitlines()]
     assert train and all(r["prompt"].endswith("\n\nAssistant:") for r in train)
 
 
-@pytest.mark.skipif(not HH_DIR.exists(), reason="../shared/data/hh-rlhf not present")
-def test_real_slice_report_adds_up(in_tmp):
+def test_hh_slice_report_adds_up(in_tmp, hh_slice):
+    """The real slice (../shared) when present, else the synthetic stand-in: every pair is kept or counted under a
+    rule; the real slice's known faults are found."""
+    folder, real = hh_slice
     p = tiny_params()
-    p["download"].update(source="local", dataset=str(HH_DIR), subsets=["harmless-base"], splits=["test"])
+    p["download"].update(source="local", dataset=str(folder), subsets=["harmless-base"], splits=["test"])
     p["prompts"].update(helpful_subset="harmless-base", n_harmful=50, n_helpful=50)
     write_params(in_tmp / "params.yaml", p)
     download.main()
@@ -95,5 +99,7 @@ def test_real_slice_report_adds_up(in_tmp):
     clean.main()
     r = json.loads((in_tmp / "metrics/clean.json").read_text())
     assert r["input"] == 2312 == r["kept"] + r["dropped_total"]
-    assert r["dropped"]["empty_response"] >= 4  # the slice has 4 empty chosen responses
-    assert r["dropped"]["prompt_mismatch"] >= 5
+    assert sum(r["dropped"].values()) == r["dropped_total"] > 0
+    if real:
+        assert r["dropped"]["empty_response"] >= 4  # the slice has 4 empty chosen responses
+        assert r["dropped"]["prompt_mismatch"] >= 5

@@ -16,27 +16,40 @@ from stages.core import determinism
 
 from .conftest import run_env, tiny_params, write_params
 
-# What a different machine brings: one core, the widest kernels torch knows (avx512 where the CPU has it, else the
-# generic ones), MKL's and OpenBLAS's own choices, inherited thread variables.
-OTHER_MACHINE = {"ATEN_CPU_CAPABILITY": "avx512" if "avx512f" in open("/proc/cpuinfo").read() else "default",
-                 "MKL_CBWR": "AUTO", "OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": "",
-                 "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return {f for line in fh if line.startswith("flags") for f in line.split()}
+    except OSError:  # not Linux: no flags to read
+        return set()
+
+
+# What a different machine brings: one core, inherited thread variables and, where this CPU has AVX2 (the pin's
+# kernels), the widest kernels torch knows (avx512 where the CPU has it, else the generic ones) and MKL's and
+# OpenBLAS's own choices. Without AVX2 the kernels are this machine's own (the pin then covers threads only, and
+# the test checks that much).
+THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+OTHER_MACHINE = THREADS | ({"ATEN_CPU_CAPABILITY": "avx512" if "avx512f" in cpu_flags() else "default",
+                            "MKL_CBWR": "AUTO", "OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": ""}
+                           if determinism.cpu_has_avx2() else {})
 OUTPUTS = ["models/base/model.safetensors", "models/judge/head.safetensors", "data/samples/base.jsonl",
            "data/scores/base.jsonl", "data/calibration/thresholds.json", "metrics/calibration.json"]
-STAGES = [["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.base"], ["stages.judge"],
+STAGES = [["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.train", "base"], ["stages.judge"],
           ["stages.calibrate"], ["stages.sample", "base"], ["stages.score", "base"]]
 
-pytestmark = pytest.mark.skipif(not determinism.cpu_has_avx2(), reason="the guarantee is for x86-64 CPUs with AVX2")
 
 
 def one_core():
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    if hasattr(os, "sched_setaffinity"):  # Linux; elsewhere the thread variables alone stand for one core
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
 def run_pipeline(folder, extra_env: dict, single_core: bool, stages=STAGES) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     p = tiny_params()
-    p["metrics"]["thresholds"]["judge"] = {"harmful": "calibrated", "helpful": 0.0}  # calibration in the chain
+    p["score"]["judges"][0]["thresholds"] = {"harmful": "calibrated", "helpful": 0.0}  # calibration in the chain
     write_params(folder / "params.yaml", p)
     env = {k: v for k, v in run_env().items() if k not in determinism.KERNELS and k != "ALIGN_CPU_THREADS"}
     env |= extra_env
@@ -68,8 +81,20 @@ def test_pin_overrides_inherited_settings(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     monkeypatch.delenv("ALIGN_CPU_PIN", raising=False)
     monkeypatch.setattr(determinism, "cpu_has_avx2", lambda: True)
-    determinism.pin_environment()
+    with pytest.warns(UserWarning, match="imported before stages"):  # (this test process has them loaded)
+        determinism.pin_environment()
     assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2" and os.environ["MKL_CBWR"] == "COMPATIBLE"
+    assert os.environ["OMP_NUM_THREADS"] == str(determinism.DEFAULT_THREADS)
+
+
+def test_without_avx2_threads_are_still_pinned_and_kernels_left_alone(monkeypatch):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
+    monkeypatch.delenv("ALIGN_CPU_PIN", raising=False)
+    monkeypatch.setattr(determinism, "cpu_has_avx2", lambda: False)
+    with pytest.warns(UserWarning, match="no AVX2"):  # (and the one about torch already loaded in this process)
+        determinism.pin_environment()
+    assert os.environ["ATEN_CPU_CAPABILITY"] == "default"  # AVX2 kernels would not run here
     assert os.environ["OMP_NUM_THREADS"] == str(determinism.DEFAULT_THREADS)
 
 

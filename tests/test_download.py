@@ -8,7 +8,7 @@ from stages import download
 from stages.core import params as P
 from stages.core.io import StageError, read_jsonl
 
-from .conftest import HH_DIR, tiny_params, write_params
+from .conftest import tiny_params, write_params
 
 LIMITS = P.DownloadLimits(max_line_bytes=1_000_000, max_lines_per_file=1_000_000)
 GOOD = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello.", "rejected": "\n\nHuman: Hi?\n\nAssistant: Go away."}
@@ -159,9 +159,10 @@ def test_cap_per_file_is_a_seeded_sample_in_file_order():
     assert capped == download.cap_per_file(rows, 10, seed=1) != download.cap_per_file(rows, 10, seed=2)
 
 
-@pytest.mark.skipif(not HH_DIR.exists(), reason="../shared/data/hh-rlhf not present")
-def test_real_hh_slice_loads_every_line(in_tmp):
-    _local_params(in_tmp, HH_DIR)
+def test_hh_slice_loads_every_line(in_tmp, hh_slice):
+    """The real slice (../shared) when present, else the synthetic stand-in of the same layout and size."""
+    folder, _ = hh_slice
+    _local_params(in_tmp, folder)
     download.main()
     rows = read_jsonl("data/raw/pairs.jsonl")
     assert len(rows) == 2312 and not any("error" in r for r in rows)

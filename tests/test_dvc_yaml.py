@@ -51,27 +51,40 @@ def closure(modules: set[str]) -> set[str]:
     return {str(module_file(m).relative_to(ROOT)) for m in seen}
 
 
-def stage_commands() -> dict[str, str]:
-    """Stage name -> command, with foreach stages expanded for their first item (all items run the same code)."""
+def stage_commands(params: dict | None = None) -> dict[str, tuple[str, list[str]]]:
+    """Stage name -> (command, deps), foreach stages expanded for every item (`${models}`: the table of models in
+    params.yaml, so each model's method module is checked)."""
+    params = params or yaml.safe_load((ROOT / "params.yaml").read_text())
     out = {}
     for name, stage in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
-        if "foreach" in stage:
-            items = stage["foreach"]
-            key = next(iter(items))
-            cmd = stage["do"]["cmd"].replace("${key}", key).replace("${item}", key)
-            out[name] = (cmd, stage["do"]["deps"])
-        else:
+        if "foreach" not in stage:
             out[name] = (stage["cmd"], stage["deps"])
+            continue
+        items = params["models"] if stage["foreach"] == "${models}" else stage["foreach"]
+        for key in items:
+            item = items[key] if isinstance(items, dict) else key
+
+            def resolve(text: str) -> str:
+                text = text.replace("${key}", key).replace("${item}", str(item))
+                return re.sub(r"\$\{item\.(\w+)\}", lambda m: str(item[m.group(1)]), text)
+
+            out[f"{name}@{key}"] = (resolve(stage["do"]["cmd"]), [resolve(d) for d in stage["do"]["deps"]])
     return out
 
 
-def expected_code_deps(cmd: str) -> set[str]:
-    """`python -m stages.launch sft` runs stages.launch and stages.sft; `python -m stages.x` runs stages.x."""
+def expected_code_deps(cmd: str, params: dict | None = None) -> set[str]:
+    """`python -m stages.launch score sft` runs stages.launch and stages.score; `python -m stages.x` runs stages.x;
+    `train <model>` and `release <model>` also run the model's method module (stages.methods loads it by name)."""
+    params = params or yaml.safe_load((ROOT / "params.yaml").read_text())
     words = cmd.split()
     module = words[words.index("-m") + 1]
     modules = {module}
     if module == "stages.launch":
-        modules.add(f"stages.{words[words.index('-m') + 2]}")
+        module = f"stages.{words[words.index('-m') + 2]}"
+        modules.add(module)
+    if module in ("stages.train", "stages.release"):
+        model = words[-1]
+        modules.add(f"stages.methods.{params['models'][model]['method']}")
     return closure(modules)
 
 
@@ -87,7 +100,7 @@ def test_every_stage_lists_exactly_the_code_it_runs():
 
 def test_the_derivation_sees_lazy_relative_and_package_imports():
     """A check of the checker: a function-local relative import counts, and so do package __init__ files."""
-    deps = expected_code_deps("python -m stages.launch score")
+    deps = expected_code_deps("python -m stages.launch score base")
     assert "stages/core/hh.py" in deps  # judges.py: `from . import hh`, used by the chat-format judge
     assert "stages/core/determinism.py" in deps  # modeling.per_model_stage imports it inside the function
     assert {"stages/__init__.py", "stages/core/__init__.py", "stages/score.py", "stages/launch.py"} <= deps
@@ -103,12 +116,23 @@ def stage_modules() -> set[str]:
     return out
 
 
+def test_a_new_model_of_the_table_is_checked_too():
+    """The check expands the table of models: a model whose method imports a module its dvc.yaml list lacks fails."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["models"]["extra"] = {"method": "dpo", "start": "models/sft", "label": "x"}
+    commands = stage_commands(params)
+    assert {"train@extra", "sample@extra", "score@extra", "release@extra"} <= set(commands)
+    cmd, deps = commands["train@extra"]
+    assert "stages/methods/dpo.py" in deps and "stages/methods/dpo.py" in expected_code_deps(cmd, params)
+
+
 def test_stages_is_dvc_yaml_and_no_stage_imports_another():
-    """stages/ holds one module per dvc.yaml stage, their launcher and the shared code (stages/core); commands that
-    are not stages live in commands/. What two stages share is in stages/core, so a stage never imports another and
-    editing one stage's module re-runs that stage only."""
+    """stages/ holds one module per dvc.yaml stage, their launcher and the shared code (stages/core, and the training
+    methods in stages/methods); commands that are not stages live in commands/. What two stages share is shared code,
+    so a stage never imports another and editing one stage's module re-runs that stage only."""
     modules = {f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__"}
-    assert modules - {"stages.launch"} == stage_modules()
+    assert modules - {"stages.launch"} == {m for m in stage_modules()}
+    assert {p.name for p in (ROOT / "stages").iterdir() if p.is_dir() and p.name != "__pycache__"} == {"core", "methods"}
     crossing = {(m, i) for m in stage_modules() for i in imports(module_file(m))
                 if i in modules and i != m and i != "stages.launch"}
     assert crossing == set()

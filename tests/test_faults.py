@@ -51,11 +51,18 @@ def test_stage_errors_are_one_line(tmp_path, monkeypatch):
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == ["error: data/eval/prompts.jsonl: file not found"]
     p = tiny_params()
-    p["dpo"]["bta"] = 0.2
+    p["dpoo"] = p.pop("dpo")
     write_params(tmp_path / "params.yaml", p)
     res = subprocess.run([sys.executable, "-m", "stages.metrics"], cwd=tmp_path, env=run_env(),
                          capture_output=True, text=True)
-    assert res.stderr.strip() == "error: params.yaml: dpo.bta: unknown key (typo?)"
+    assert res.stderr.strip() == ("error: params.yaml: dpoo: unknown key (typo?); a training method's section needs "
+                                  "stages/methods/dpoo.py")
+    p = tiny_params()
+    p["dpo"]["bta"] = 0.2  # inside a method's section: the first training stage reads it with TRL's DPOConfig
+    write_params(tmp_path / "params.yaml", p)
+    res = subprocess.run([sys.executable, "-m", "stages.train", "base"], cwd=tmp_path, env=run_env(),
+                         capture_output=True, text=True)
+    assert res.stderr.strip().splitlines()[-1] == "error: params.yaml: dpo.bta: not a field of trl.DPOConfig (typo?)"
 
 
 def test_no_metrics_from_partial_scores(in_tmp):
@@ -154,7 +161,7 @@ def test_trusted_digest_never_runs_code_from_the_pickle(tmp_path, base_model):
 def test_base_stage_converts_a_trusted_pickle_to_safetensors(tmp_path, base_model, monkeypatch):
     import torch
 
-    from stages import base
+    from stages import train
 
     folder = pickle_only_copy(base_model / "models/base", tmp_path / "opt")
     digest = sio.sha256_file(folder / "pytorch_model.bin")
@@ -164,7 +171,7 @@ def test_base_stage_converts_a_trusted_pickle_to_safetensors(tmp_path, base_mode
     p["base"].update(source="pretrained", pretrained=str(folder), revision=None, pickle_sha256=digest)
     write_params(work / "params.yaml", p)
     monkeypatch.chdir(work)
-    base.main.__wrapped__()
+    train.main.__wrapped__(["base"])
     out = work / "models/base"
     assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
     record = json.loads((out / "run.json").read_text())

@@ -5,6 +5,19 @@ import pytest
 
 from commands import gather
 
+from .conftest import default_params
+
+
+def names() -> dict[str, str]:
+    """{model: label} as gather reads them from a run's params: the table of models."""
+    return gather.labels(gather.flat({"models": default_params()["models"]}))
+
+
+def test_labels_come_from_the_table_of_models_and_rival_models_get_a_claim():
+    assert list(names()) == list(default_params()["models"])
+    extra = {**names(), "orpo": "ORPO"}
+    assert gather.rival_claims(extra) == [("ORPO > SFT+DPO in CAS", "cas", "orpo", ["sft_dpo"])]
+
 
 def run(params: dict) -> dict:
     return {"rev": str(len(params)), "params": params}
@@ -32,7 +45,7 @@ def outcomes(rates: dict[str, tuple[float, float]], n: int = 200, seed: int = 0)
 def test_claims_are_supported_contradicted_or_not_supported():
     clear = {"base": (0.2, 0.2), "sft": (0.6, 0.6), "dpo": (0.4, 0.4), "sft_dpo": (0.8, 0.8)}
     runs = [outcomes(clear, seed=s) for s in range(3)]
-    claims = {c["claim"]: c for c in gather.summarise(runs, 400, 0)["judges"]["judge"]["claims"]}
+    claims = {c["claim"]: c for c in gather.summarise(runs, 400, 0, names())["judges"]["judge"]["claims"]}
     assert claims["SFT+DPO > SFT in CAS"]["status"] == "supported"
     assert claims["SFT > DPO in CAS"]["status"] == "supported"
     assert claims["SFT+DPO has the highest HpR"]["status"] == "supported"
@@ -41,7 +54,7 @@ def test_claims_are_supported_contradicted_or_not_supported():
     assert claims["SFT > SFT+DPO in HmR"]["in_the_study"] == "holds"
     assert claims["SFT+DPO is best in HmR, HpR and CAS (the abstract)"]["in_the_study"] == "fails"
     tie = {"base": (0.5, 0.5), "sft": (0.5, 0.5), "dpo": (0.5, 0.5), "sft_dpo": (0.5, 0.5)}
-    tied = gather.summarise([outcomes(tie, seed=s) for s in range(3)], 400, 0)["judges"]["judge"]["claims"]
+    tied = gather.summarise([outcomes(tie, seed=s) for s in range(3)], 400, 0, names())["judges"]["judge"]["claims"]
     assert {c["status"] for c in tied} == {"not supported"}
 
 
@@ -50,7 +63,7 @@ def test_the_interval_widens_when_seeds_disagree():
     disagree = [outcomes({"base": (0.5, 0.5), "sft": (x, x)}, n=100, seed=s) for s, x in enumerate((0.1, 0.5, 0.9))]
     width = {}
     for name, runs in (("agree", agree), ("disagree", disagree)):
-        lo, hi = gather.summarise(runs, 400, 0)["judges"]["judge"]["rates"]["sft"]["cas"]["ci"]
+        lo, hi = gather.summarise(runs, 400, 0, names())["judges"]["judge"]["rates"]["sft"]["cas"]["ci"]
         width[name] = hi - lo
     assert width["disagree"] > 2 * width["agree"]
 

@@ -4,9 +4,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from stages import base
 from stages.core import generation, params as P
 from stages.core.hh import HUMAN
+from stages.methods import base
 
 from .conftest import tiny_params
 

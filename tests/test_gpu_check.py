@@ -34,18 +34,19 @@ def gpu_check_module():
 def test_padding_reaches_both_trainers_and_the_path_keeps_installed_packages(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from stages import dpo, sft
     from stages.core import params as P
+    from stages.core.training import method_config
+    from stages.methods import dpo, sft
 
     gpu_check = gpu_check_module()
     monkeypatch.chdir(ROOT)
     args = SimpleNamespace(sft_steps=4, dpo_steps=2, pad_to=512)
     digests = {"base.pickle_sha256": "0" * 64, "score.judges.0.pickle_sha256": "1" * 64}
     study = P.validate(gpu_check.params(args, digests))
-    assert sft.sft_config(study.sft, tmp_path, 42).pad_to_multiple_of == 512
-    assert dpo.dpo_config(study.dpo, tmp_path, 42).pad_to_multiple_of == 512
-    assert "pad_to_multiple_of" not in (P.validate(gpu_check.params(SimpleNamespace(
-        sft_steps=4, dpo_steps=2, pad_to=None), digests)).sft.trainer)
+    assert method_config(sft, study, "sft", tmp_path).pad_to_multiple_of == 512
+    assert method_config(dpo, study, "dpo", tmp_path).pad_to_multiple_of == 512
+    unpadded = P.validate(gpu_check.params(SimpleNamespace(sft_steps=4, dpo_steps=2, pad_to=None), digests))
+    assert method_config(sft, unpadded, "sft", tmp_path).pad_to_multiple_of is None
 
     monkeypatch.setenv("PYTHONPATH", "/tmp/site")  # packages installed with pip --target on the GPU machine
     env = gpu_check.stage_env({"HF_HUB_OFFLINE": "1"}, tmp_path / "work")
@@ -69,5 +70,5 @@ def test_checkout_without_a_git_folder(tmp_path):
     finally:
         gpu_check.ROOT = ROOT
     got = {p.relative_to(tmp_path / "work").as_posix() for p in (tmp_path / "work").rglob("*") if p.is_file()}
-    assert {"stages/sft.py", "stages/core/training.py", "conf/config.yaml", "params.yaml"} <= got
+    assert {"stages/train.py", "stages/methods/sft.py", "stages/core/training.py", "conf/config.yaml", "params.yaml"} <= got
     assert not any(g.startswith("models/") for g in got)

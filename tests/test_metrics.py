@@ -31,8 +31,8 @@ def test_study_table1_from_scored_files_alone(in_tmp):
     p = tiny_params()
     p["score"]["judges"] = [{"name": "oasst", "kind": "sequence_classifier",
                              "path": "OpenAssistant/reward-model-deberta-v3-large-v2", "revision": None,
-                             "input_format": "pair", "batch_size": 8, "max_length": 512}]
-    p["metrics"]["thresholds"] = {"oasst": {"harmful": -3.0, "helpful": -2.0}}
+                             "input_format": "pair", "batch_size": 8, "max_length": 512,
+                             "thresholds": {"harmful": -3.0, "helpful": -2.0}}]
     write_params(in_tmp / "params.yaml", p)
     for model, (hm, hp) in TABLE1.items():
         write_jsonl(in_tmp / "data/scores" / f"{model}.jsonl", study_rows(model, hm, hp))

@@ -16,33 +16,25 @@ def test_params_yaml_is_the_composed_cpu_profile(monkeypatch):
     assert default_params() == compose.compose("cpu")
 
 
-def test_every_profile_validates(monkeypatch):
+def test_shared_values_are_written_resolved_with_their_comments():
+    """A section may take another's value (`learning_rate: ${sft.learning_rate}`: Hydra resolves it in every profile);
+    params.yaml, read by `dvc repro` without Hydra, holds the cpu profile's value and keeps the line's comment."""
+    text = "orpo:\n  learning_rate: ${sft.learning_rate}   # as sft\n  lora: ${dpo.lora}\n"
+    composed = {"sft": {"learning_rate": 0.001}, "dpo": {"lora": {"r": 8, "target_modules": ["q_proj"]}}}
+    assert compose.resolve_interpolations(text, composed) == \
+        "orpo:\n  learning_rate: 0.001   # as sft\n  lora: {r: 8, target_modules: [q_proj]}\n"
+
+
+def test_every_profile_validates_and_the_study_compares_its_four_models(monkeypatch):
+    """(The study's values themselves are checked row by row against conf/fidelity.yaml: tests/test_fidelity.py.)"""
+    import yaml
+
     monkeypatch.chdir(ROOT)
     cpu, study, improved = (P.validate(compose.compose(name)) for name in ("cpu", "study", "improved"))
     assert (cpu.profile, study.profile, improved.profile) == ("cpu", "study", "improved")
-    assert study.base.pretrained == "facebook/opt-350m" and study.base.source == "pretrained"
-    assert [j.name for j in study.score.judges] == ["oasst"]
-    assert [j.name for j in improved.score.judges] == ["oasst", "skywork", "judge"]
-    assert study.metrics.thresholds["oasst"].harmful == -3.0 and study.metrics.thresholds["oasst"].helpful == -2.0
-    assert improved.metrics.thresholds["skywork"].harmful == "calibrated"
-
-
-def test_improved_is_the_study_plus_named_fixes(monkeypatch):
-    """Every key where the improved profile differs from the study is one of the fixes (README: Fidelity)."""
-    monkeypatch.chdir(ROOT)
-
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-        return out
-
-    study, improved = flat(compose.compose("study")), flat(compose.compose("improved"))
-    changed = {k for k in study.keys() | improved.keys() if study.get(k) != improved.get(k)}
-    assert changed == {"profile", "prompts.format", "sft.loss_on", "dpo.prompt_split", "dpo.bos", "dpo.tokenize",
-                       "dpo.truncation", "sample.stop_at_human",
-                       "score.judges", "metrics.thresholds.skywork.harmful", "metrics.thresholds.skywork.helpful"} | \
-        {k for k in study if k.startswith("clean.rules.")}
+    every = yaml.safe_load((ROOT / "conf/models/all.yaml").read_text())
+    assert list(study.models) == ["base", "sft", "dpo", "sft_dpo"]  # a model added to the table never joins the study
+    assert list(improved.models) == list(cpu.models) == list(every)
 
 
 @pytest.mark.parametrize("name", ["study", "improved"])
@@ -88,12 +80,17 @@ def test_local_folders_need_no_pin(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda p: p["dpo"].update(bta=0.2), "dpo.bta: unknown key"),
-    (lambda p: p["sft"].update(learning_rate="2e-5"), "sft.learning_rate: Input should be a valid number"),
-    (lambda p: p["dpo"].update(beta=0.0), "dpo.beta: Input should be greater than 0"),
+    (lambda p: p.update(dpoo=p.pop("dpo")), "dpoo: unknown key (typo?); a training method's section needs "
+     "stages/methods/dpoo.py"),
+    (lambda p: p["models"]["sft"].update(method="kto"), "models.sft.method: no params section 'kto'"),
+    (lambda p: p["models"]["sft"].update(start="models/dpo"), "models.sft.start: 'models/dpo' is not models/<an "
+     "earlier model"),
+    (lambda p: p["models"].pop("base"), "models.sft.start: 'models/base' is not"),
+    (lambda p: p["models"]["dpo"].pop("label"), "models.dpo.label: Field required"),
+    (lambda p: p.update(sft=[1, 2]), "sft: a training method's section must be a mapping"),
     (lambda p: p["sample"].update(batch_size=0), "sample.batch_size: Input should be greater than or equal to 1"),
-    (lambda p: p["metrics"]["thresholds"].update(judge={"harmful": "low", "helpful": 0.0}), "metrics.thresholds.judge.harmful"),
-    (lambda p: p["metrics"]["thresholds"].pop("judge"), "no thresholds for judge"),
+    (lambda p: p["score"]["judges"][0]["thresholds"].update(harmful="low"), "score.judges.0.thresholds.harmful"),
+    (lambda p: p["score"]["judges"][0].pop("thresholds"), "score.judges.0.thresholds: Field required"),
     (lambda p: p.pop("seed"), "seed: Field required"),
 ])
 def test_bad_params_name_the_key(edit, message):

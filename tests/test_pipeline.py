@@ -9,9 +9,9 @@ import time
 import pytest
 import yaml
 
-from .conftest import sh, write_params
+from .conftest import default_params, sh, write_params
 
-MODELS = ["base", "sft", "dpo", "sft_dpo"]
+MODELS = list(default_params()["models"])  # the table of models
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def repo(tiny_repo):
 
 def test_all_stages_run_and_metrics_hold_four_models(repo):
     dst, log = repo
-    for stage in ["download", "prompts", "clean", "base", "sft", "dpo@dpo", "dpo@sft_dpo", "judge", "metrics", "report"]:
+    for stage in ["download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "judge", "metrics", "report"]:
         assert f"Running stage '{stage}'" in log
     m = json.loads((dst / "metrics/metrics.json").read_text())
     assert set(MODELS) <= set(m)
@@ -61,7 +61,7 @@ def test_second_repro_runs_nothing(repo):
     assert "Running stage" not in out
 
 
-TRAINING = {"download", "prompts", "clean", "base", "sft", "dpo@dpo", "dpo@sft_dpo", "judge"}
+TRAINING = {"download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "judge"}
 SAMPLING = {f"sample@{m}" for m in MODELS}
 
 
@@ -79,7 +79,7 @@ def _set_judge(p):
 
 @pytest.mark.parametrize("edit, dirty, never", [
     # sampling/scoring of the dpo models follow through their model deps once dpo re-runs
-    (_set_beta, {"dpo@dpo", "dpo@sft_dpo"}, TRAINING - {"dpo@dpo", "dpo@sft_dpo"} | {"sample@base", "sample@sft"}),
+    (_set_beta, {"train@dpo", "train@sft_dpo"}, TRAINING - {"train@dpo", "train@sft_dpo"} | {"sample@base", "sample@sft"}),
     (_set_tokens, SAMPLING, TRAINING),  # an evaluation param re-runs no training
     (_set_judge, {f"score@{m}" for m in MODELS}, TRAINING | SAMPLING),  # a judge change re-runs no sampling
 ], ids=["dpo.beta", "sample.max_new_tokens", "score.judges"])
@@ -120,9 +120,9 @@ def test_forced_rerun_is_bit_identical_and_metrics_diff_is_empty(repo):
     after = lock_outs(dst)
     assert [k for k in before if before[k] != after[k]] == []
     assert sh(["dvc", "metrics", "diff", "HEAD"], dst).stdout.strip() in ("", "No changes.")
-    assert not list((dst / "metrics").rglob("train.json")) or all(
-        "wall_time" not in p.read_text() and "tokens_per_s" not in p.read_text()
-        for p in (dst / "metrics").rglob("train.json"))
+    trained = sorted((dst / "metrics").rglob("train.json"))
+    assert len(trained) == len(MODELS)  # one per model: the check below cannot pass on no files
+    assert all("wall_time" not in p.read_text() and "tokens_per_s" not in p.read_text() for p in trained)
 
 
 def test_timings_are_logged_outside_dvc_and_git(repo):
@@ -154,8 +154,8 @@ def test_exp_run_and_queued_sweep(repo):
     out = sh(["dvc", "exp", "run", "-S", "dpo.beta=0.2"], dst).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # score/metrics follow only if the samples changed: DVC skips a stage whose inputs hash the same
-    assert {"dpo@dpo", "dpo@sft_dpo", "sample@dpo", "sample@sft_dpo"} <= ran
-    assert not ran & {"download", "prompts", "clean", "base", "sft", "judge", "sample@base", "sample@sft",
+    assert {"train@dpo", "train@sft_dpo", "sample@dpo", "sample@sft_dpo"} <= ran
+    assert not ran & {"download", "prompts", "clean", "train@base", "train@sft", "judge", "sample@base", "sample@sft",
                       "score@base", "score@sft"}
     diff = sh(["dvc", "metrics", "diff", "HEAD", "--all", "--md"], dst).stdout
     assert "sft_dpo.judge.cas" in diff and "metrics/headline.json" in diff and "| Path" in diff

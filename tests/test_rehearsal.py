@@ -20,7 +20,7 @@ SCALE = {"download.max_pairs_per_file": 60, "clean.heldout_max_pairs": 40, "clea
          "sft.max_steps": 6, "sft.logging_steps": 2, "sft.save_steps": 3,
          "dpo.max_steps": 4, "dpo.logging_steps": 2, "dpo.save_steps": 2, "dpo.eval_pairs": 16, "dpo.eval_steps": 2,
          "judge.max_pairs": 60}
-STAGES = ["download", "prompts", "clean", "base", "sft", "dpo@dpo", "dpo@sft_dpo", "judge", "calibrate",
+STAGES = ["download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "judge", "calibrate",
           "sample@base", "sample@sft", "sample@dpo", "sample@sft_dpo", "score@base", "score@sft", "score@dpo",
           "score@sft_dpo", "metrics", "report"]
 

@@ -51,7 +51,7 @@ SFT = {"max_steps": 40, "save_steps": 10, "logging_steps": 5}
 @pytest.fixture(scope="module")
 def uninterrupted_sft(base_model, tmp_path_factory):
     d = workdir(base_model, tmp_path_factory.mktemp("sft"), sft=SFT)
-    assert run(d, "stages.sft").returncode == 0
+    assert run(d, "stages.train", "sft").returncode == 0
     return files(d / "models/sft")
 
 
@@ -59,12 +59,12 @@ def uninterrupted_sft(base_model, tmp_path_factory):
 def test_sft_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(base_model, tmp_path, moment,
                                                                                    uninterrupted_sft):
     d = workdir(base_model, tmp_path, sft=SFT)
-    killed = run(d, "stages.sft", kill=(moment, 2))  # during the save of checkpoint-20
+    killed = run(d, "stages.train", "sft", kill=(moment, 2))  # during the save of checkpoint-20
     assert killed.returncode == -9
     partial = d / "checkpoints/sft/checkpoint-20"
     assert partial.is_dir() and problem(partial) is not None and problem(d / "checkpoints/sft/checkpoint-10") is None
     assert not (d / "models/sft").exists()  # nothing DVC could take as finished
-    done = run(d, "stages.sft")
+    done = run(d, "stages.train", "sft")
     assert done.returncode == 0, done.stderr[-2000:]
     log = done.stdout
     why = "no trainer_state.json" if moment == "checkpoint-save" else "trainer_state.json is cut short"
@@ -80,8 +80,8 @@ def test_base_killed_while_saving_resumes(base_model, tmp_path):
     d = workdir(base_model, tmp_path, base={"pretrain": tiny_params()["base"]["pretrain"] | {"max_steps": 12,
                                                                                              "save_steps": 4}})
     shutil.rmtree(d / "models/base")
-    assert run(d, "stages.base", kill=("checkpoint-save", 2)).returncode == -9
-    done = run(d, "stages.base")
+    assert run(d, "stages.train", "base", kill=("checkpoint-save", 2)).returncode == -9
+    done = run(d, "stages.train", "base")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "base: checkpoints/base/checkpoint-8 is incomplete" in done.stdout
     assert "base: resuming from checkpoints/base/checkpoint-4" in done.stdout
@@ -91,11 +91,11 @@ def test_base_killed_while_saving_resumes(base_model, tmp_path):
 def test_dpo_killed_while_saving_resumes_to_the_uninterrupted_bytes(base_model, tmp_path):
     edits = {"dpo": {"max_steps": 8, "save_steps": 2, "eval_steps": 100}}
     clean = workdir(base_model, tmp_path / "a", **edits)
-    assert run(clean, "stages.dpo", "dpo").returncode == 0
+    assert run(clean, "stages.train", "dpo").returncode == 0
     d = workdir(base_model, tmp_path / "b", **edits)
-    assert run(d, "stages.dpo", "dpo", kill=("checkpoint-save", 3)).returncode == -9
+    assert run(d, "stages.train", "dpo", kill=("checkpoint-save", 3)).returncode == -9
     assert not (d / "models/dpo").exists()
-    done = run(d, "stages.dpo", "dpo")
+    done = run(d, "stages.train", "dpo")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "dpo: checkpoints/dpo/checkpoint-6 is incomplete" in done.stdout
     assert "dpo: resuming from checkpoints/dpo/checkpoint-4" in done.stdout

@@ -20,7 +20,16 @@ def test_sequence_classifier_from_local_path_batched_equals_single(local_reward_
     assert np.allclose(a, b, atol=1e-5) and len(set(a)) > 1
     assert sources["rm"]["path"] == str(local_reward_model)
     hh, _ = score.score_rows(rows, [spec(local_reward_model, input_format="hh")])
-    assert all(isinstance(r["rewards"]["rm"], float) for r in hh)
+    # `hh`: one text, the transcript "prompt response", scored by the model's one logit
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(local_reward_model))
+    model = AutoModelForSequenceClassification.from_pretrained(str(local_reward_model)).eval()
+    with torch.inference_mode():
+        direct = [float(model(**tok(r["prompt"] + " " + r["response"], return_tensors="pt")).logits[0, 0]) for r in rows]
+    assert np.allclose([r["rewards"]["rm"] for r in hh], direct, atol=1e-5)
+    assert not np.allclose(direct, a, atol=1e-3)  # and it is not the pair format's input
 
 
 def test_unloadable_reward_model_is_a_clear_error(tmp_path):

@@ -65,7 +65,7 @@ def opt_base(cache, tmp_path_factory):
     p = tiny_params()
     p["base"].update(source="pretrained", pretrained="facebook/opt-350m", revision=OPT_COMMIT,
                      pickle_sha256=cache["overrides"]["base.pickle_sha256"])
-    res = stage(folder, p, "stages.base", env=cache["env"])
+    res = stage(folder, p, "stages.train", "base", env=cache["env"])
     assert res.returncode == 0, res.stderr
     return folder
 
@@ -78,7 +78,7 @@ def test_a_float16_checkpoint_is_saved_and_trained_in_float32(opt_base, cache):
     assert (opt_base / "metrics/base/live").is_dir()  # the DVC out the pretrained path used to leave missing
     p = tiny_params()
     p["sft"].update(max_steps=4, save_steps=100, learning_rate=2.0e-5)
-    res = stage(opt_base, p, "stages.sft", env=cache["env"])
+    res = stage(opt_base, p, "stages.train", "sft", env=cache["env"])
     assert res.returncode == 0, res.stderr[-2000:]
     assert "sft: step 4/4 (100.0%)" in res.stdout and "ETA" in res.stdout  # plain progress lines without a terminal
     trained = load_file(str(opt_base / "models/sft/model.safetensors"))
@@ -96,7 +96,7 @@ def test_a_non_finite_gradient_stops_training_with_one_line(tmp_path):
     save_file(weights, str(folder / "models/base/model.safetensors"), metadata={"format": "pt"})
     p = tiny_params()
     p["sft"].update(max_steps=4, save_steps=100)
-    res = stage(folder, p, "stages.sft", env={})
+    res = stage(folder, p, "stages.train", "sft", env={})
     assert res.returncode == 1 and "Traceback" not in res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0] == res.stderr.strip().splitlines()[-1]  # (above it: library warnings)
@@ -114,10 +114,11 @@ def judge_pickle(cache: dict):
 def test_a_judge_published_only_as_a_pickle_is_read_when_trusted_and_refused_otherwise(cache, tmp_path):
     script = f"""
 import json, sys
-from stages.score import score_rows
+from stages.core.judges import score_rows
 from stages.core import params as P
 spec = P.JudgeSpec.model_validate(dict(name="oasst", kind="sequence_classifier", path="{OASST}", revision="{OASST_COMMIT}",
-    input_format="pair", batch_size=2, max_length=None, pickle_sha256=sys.argv[1] if len(sys.argv) > 1 else None))
+    input_format="pair", batch_size=2, max_length=None, pickle_sha256=sys.argv[1] if len(sys.argv) > 1 else None,
+    thresholds=dict(harmful=-3.0, helpful=-2.0)))
 rows = [{{"prompt": "Human: hi", "response": "hello"}}, {{"prompt": "Human: kill?", "response": "no"}}]
 scored, sources = score_rows(rows, [spec])
 print(json.dumps({{"rewards": [r["rewards"]["oasst"] for r in scored], "source": sources["oasst"]}}))

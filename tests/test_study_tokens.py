@@ -17,9 +17,10 @@ import pytest
 
 from commands import compose
 from stages import clean as clean_stage
-from stages import dpo, sft
 from stages.core import params as P
-from stages.core import preference, synthetic
+from stages.core import synthetic
+from stages.core.training import method_config, parse_method
+from stages.methods import dpo, sft
 
 from .conftest import HH_DIR, ROOT
 
@@ -91,11 +92,10 @@ def our_trainers(tok, pairs: list[dict], tmp: Path):
         return OPTForCausalLM(OPTConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                         ffn_dim=32, word_embed_proj_dim=16, max_position_embeddings=2048))
 
-    s = params.sft
-    sft_trainer = sft.build_trainer(s, sft.sft_config(s, tmp / "sft", params.seed, params.distributed), model(), tok, pairs)
-    d = params.dpo
-    dpo_trainer = dpo.build_trainer(d, dpo.dpo_config(d, tmp / "dpo", params.seed, params.distributed), model(), tok,
-                                    pairs, pairs[:2])
+    sft_trainer = sft.build_trainer(parse_method(sft, params, "sft")[0], method_config(sft, params, "sft", tmp / "sft"),
+                                    model(), tok, pairs)
+    dpo_trainer = dpo.build_trainer(parse_method(dpo, params, "dpo")[0], method_config(dpo, params, "dpo", tmp / "dpo"),
+                                    model(), tok, pairs, pairs[:2])
     return sft_trainer, dpo_trainer
 
 
@@ -148,8 +148,8 @@ def test_crafted_pairs_show_each_token_level_difference(tokenizer):
     """The study's way and TRL 1.16's own differ exactly where the fidelity table says: BOS, the split word, the cut."""
     tok, _ = tokenizer
     prompt, chosen, rejected = "\n\nHuman: hi\n\nAssistant: S", "ure thing", "ome other"
-    study = preference.tokenize_pair(tok, prompt, chosen, rejected, bos=False, tokenize="separate", max_prompt_length=512)
-    joint = preference.tokenize_pair(tok, prompt, chosen, rejected, bos=True, tokenize="joint", max_prompt_length=None)
+    study = dpo.tokenize_pair(tok, prompt, chosen, rejected, bos=False, tokenize="separate", max_prompt_length=512)
+    joint = dpo.tokenize_pair(tok, prompt, chosen, rejected, bos=True, tokenize="joint", max_prompt_length=None)
     assert study["prompt_ids"][0] != tok.bos_token_id and joint["prompt_ids"][0] == tok.bos_token_id
     assert study["chosen_ids"][-1] == joint["chosen_ids"][-1] == tok.eos_token_id
     # separate: "S" stays a token of the prompt; joint: the boundary moves back to the last shared token

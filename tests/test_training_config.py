@@ -1,15 +1,18 @@
 """TRL/PEFT configs built from params, without training: the study profile holds exactly the study's values; the
-precision is the one params name, never the machine's; any other TRL field passes through `trainer:`, checked."""
+precision is the one params name, never the machine's; a method's params section is read by TRL's own config class
+(any TRL field may be set there), checked field by field before any model loads."""
 from types import SimpleNamespace
 
 import pytest
 
 from commands import compose
-from stages import dpo, sft
+from stages import methods
 from stages.core import params as P
 from stages.core.io import StageError
 from stages.core.modeling import fit_prompt
-from stages.core.training import precision_flags
+from stages.core.training import check_methods, method_config, precision_flags
+from stages.methods import dpo
+from stages.methods.base import train_tokenizer
 
 from .conftest import ROOT
 
@@ -17,11 +20,15 @@ from .conftest import ROOT
 @pytest.fixture
 def study(monkeypatch):
     monkeypatch.chdir(ROOT)
-    return P.validate(compose.compose("study"))
+    return compose.compose("study")
+
+
+def config(raw: dict, method: str, tmp_path):
+    return method_config(methods.load(method), P.validate(raw), method, tmp_path)
 
 
 def test_study_sft_config(study, tmp_path):
-    c = sft.sft_config(study.sft, tmp_path, study.seed, study.distributed)
+    c = config(study, "sft", tmp_path)
     assert (c.learning_rate, c.num_train_epochs, c.per_device_train_batch_size, c.gradient_accumulation_steps,
             c.max_length, c.seed) == (2e-5, 2.0, 2, 4, 512, 42)
     assert c.optim == "adamw_torch" and c.lr_scheduler_type.value == "linear" and c.warmup_steps == 0
@@ -33,11 +40,12 @@ def test_study_sft_config(study, tmp_path):
 
 
 def test_study_dpo_and_lora_config(study, tmp_path):
-    c = dpo.dpo_config(study.dpo, tmp_path, study.seed, study.distributed)
+    c = config(study, "dpo", tmp_path)
     assert (c.beta, c.loss_type, c.learning_rate, c.num_train_epochs, c.per_device_train_batch_size,
             c.gradient_accumulation_steps, c.max_length, c.seed) == (0.1, ["sigmoid"], 2e-5, 1.0, 2, 4, 1024, 42)
-    assert c.precompute_ref_log_probs is False and c.bf16 is False
-    lora = dpo.lora_config(study.dpo)
+    assert c.precompute_ref_log_probs is False and c.bf16 is False and c.truncation_mode == "keep_end"
+    own = dpo.Params.model_validate({k: v for k, v in study["dpo"].items() if k in dpo.Params.model_fields})
+    lora = dpo.lora_config(own)
     assert (lora.r, lora.lora_alpha, lora.lora_dropout, set(lora.target_modules), lora.bias) == \
         (8, 16, 0.05, {"q_proj", "v_proj"}, "none")
 
@@ -54,36 +62,43 @@ def test_precision_is_what_params_name(monkeypatch, precision, bf16, fp16):
         assert (flags["bf16"], flags["fp16"], flags["use_cpu"]) == (bf16, fp16, not gpu_with_bf16)
 
 
-def test_any_trl_field_passes_through_and_unknown_ones_are_refused(study, tmp_path):
-    s = study.sft.model_copy(update={"trainer": {"optim": "adafactor", "max_grad_norm": 0.5,
-                                                 "gradient_checkpointing": True}})
-    c = sft.sft_config(s, tmp_path, 42)
+def test_any_trl_field_is_read_by_trl_and_bad_ones_are_refused(study, tmp_path):
+    study["sft"] |= {"optim": "adafactor", "max_grad_norm": 0.5, "gradient_checkpointing": True, "num_train_epochs": 3}
+    c = config(study, "sft", tmp_path)
     assert (c.optim, c.max_grad_norm, c.gradient_checkpointing) == ("adafactor", 0.5, True)
-    d = study.dpo.model_copy(update={"trainer": {"label_smoothing": 0.1}})
-    assert dpo.dpo_config(d, tmp_path, 42).label_smoothing == 0.1
-    with pytest.raises(StageError, match="dpo.trainer.trust_remote_code: refused"):
-        dpo.dpo_config(study.dpo.model_copy(update={"trainer": {"trust_remote_code": True}}), tmp_path, 42)
-    for trainer, message in [
-        ({"optimm": "adamw_torch"}, "sft.trainer.optimm: not a field of trl.SFTConfig (typo?)"),
-        ({"learning_rate": 1e-4}, "sft.trainer.learning_rate: set it with sft.learning_rate"),
-        ({"bf16": True}, "sft.trainer.bf16: set it with distributed.mixed_precision"),
-        ({"output_dir": "x"}, "sft.trainer.output_dir: set by the pipeline itself"),
-        ({"optim": "no_such_optimizer"}, "sft.trainer: "),
+    assert c.num_train_epochs == 3.0 and isinstance(c.num_train_epochs, float)  # YAML's 3 read as TRL's float
+    assert config({**study, "dpo": {**study["dpo"], "label_smoothing": 0.1}}, "dpo", tmp_path).label_smoothing == 0.1
+    for method, extra, message in [
+        ("dpo", {"trust_remote_code": True}, "dpo.trust_remote_code: refused"),
+        ("sft", {"optimm": "adamw_torch"}, "sft.optimm: not a field of trl.SFTConfig (typo?)"),
+        ("sft", {"learning_rate": "2e-5"}, "sft.learning_rate: expected float, got str '2e-5'"),
+        ("sft", {"completion_only_loss": True}, "sft.completion_only_loss: set it with sft.loss_on"),
+        ("dpo", {"truncation_mode": "keep_start"}, "dpo.truncation_mode: set it with dpo.truncation"),
+        ("sft", {"bf16": True}, "sft.bf16: set it with distributed.mixed_precision"),
+        ("sft", {"output_dir": "x"}, "sft.output_dir: set by the pipeline itself"),
+        ("sft", {"optim": "no_such_optimizer"}, "params.yaml: sft: "),
+        ("sft", {"loss_on": "everything"}, "sft.loss_on: Input should be 'response' or 'transcript'"),
+        ("dpo", {"lora": {"r": 0, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj"]}}, "dpo.lora.r:"),
     ]:
+        raw = {**study, method: {**study[method], **extra}}
         with pytest.raises(StageError) as exc:
-            sft.sft_config(study.sft.model_copy(update={"trainer": trainer}), tmp_path, 42)
+            config(raw, method, tmp_path)
         assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_typo_in_any_used_method_stops_the_first_training_stage(study):
+    """check_methods (run by every train stage before training) reads every method the table uses."""
+    check_methods(P.validate(study), methods.load)
+    with pytest.raises(StageError, match="dpo.bta: not a field of trl.DPOConfig"):
+        check_methods(P.validate({**study, "dpo": {**study["dpo"], "bta": 0.2}}), methods.load)
 
 
 def test_cpu_default_response_only_sft(monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
-    cpu = P.validate(compose.compose("cpu"))
-    assert sft.sft_config(cpu.sft, tmp_path, cpu.seed).completion_only_loss is True
+    assert config(compose.compose("cpu"), "sft", tmp_path).completion_only_loss is True
 
 
 def test_fit_prompt_keeps_response_and_prompt_end():
-    from stages.base import train_tokenizer
-
     tok = train_tokenizer(["\n\nHuman: hello there friend\n\nAssistant: hi"] * 50, 300)
     prompt = "\n\nHuman: " + "blah " * 100 + "final question?\n\nAssistant:"
     cut = fit_prompt(tok, prompt, [" short reply"], max_length=40, max_prompt_length=30)

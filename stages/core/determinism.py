@@ -76,20 +76,20 @@ def pin_environment() -> None:
     """Set the kernel and thread variables (overriding any inherited value) for this process and its children."""
     if not enabled():
         return
-    if not cpu_has_avx2():
-        warnings.warn("this CPU has no AVX2 (or is not x86-64): CPU results will differ from other machines'")
-        return
     late = [name for name in ("torch", "numpy") if name in sys.modules]
     if late:
         warnings.warn(f"{', '.join(late)} imported before stages: its CPU kernels are not pinned in this process")
-    os.environ.update(KERNELS)
+    if cpu_has_avx2():
+        os.environ.update(KERNELS)
+    else:  # the thread count is still pinned: runs on this machine agree with each other at any core count
+        warnings.warn("this CPU has no AVX2 (or is not x86-64): CPU results will differ from AVX2 machines'")
     n = str(threads())
     os.environ.update({name: n for name in THREAD_VARIABLES})
 
 
 def pin_torch() -> None:
     """torch reads OMP_NUM_THREADS but caps it at the core count; set the pinned count explicitly."""
-    if enabled() and cpu_has_avx2():
+    if enabled():
         import torch
 
         torch.set_num_threads(threads())
@@ -108,7 +108,7 @@ def seed_and_pin(seed: int) -> None:
 
 def describe() -> dict:
     """What this process ran with: recorded in run records (never in metrics files)."""
-    out = {"cpu_pin": enabled() and cpu_has_avx2(), "cpu_threads": None, "cpu_capability": None}
+    out = {"cpu_pin": enabled(), "kernels_pinned": enabled() and cpu_has_avx2(), "cpu_threads": None, "cpu_capability": None}
     if "torch" in sys.modules:
         import torch
 

@@ -36,12 +36,12 @@ def barrier() -> None:
         state().wait_for_everyone()
 
 
-def accumulation_steps(section, d) -> int:
+def accumulation_steps(accum: int, d) -> int:
     """Gradient accumulation per process, so that per-device batch x accumulation x processes stays what params say
     when `distributed.keep_effective_batch` is on (the study's profiles keep its 8 at any process count)."""
     n = max(world_size(), 1)
-    accum = int(section.gradient_accumulation_steps)
-    if not d.keep_effective_batch or n == 1:
+    accum = int(accum)
+    if d is None or not d.keep_effective_batch or n == 1:
         return accum
     if accum % n:
         from .io import StageError

@@ -1,4 +1,7 @@
-"""Reward judges: each gives one float per (prompt, response).
+"""Reward judges: each gives one float per (prompt, response). One class per kind (`score.judges[].kind`), and each
+class holds all there is to know about its kind: how it loads, which hub files it needs (`hub_files`, read by
+`commands.pin`), how it formats its input, and which look-alike the offline rehearsal builds for it (`lookalike`, read
+by `commands.rehearse`). A judge's thresholds are in its params entry (`score.judges[].thresholds`).
 
 - `pipeline`: the judge trained by the `judge` stage: a Bradley-Terry linear head on frozen sentence embeddings
   (all-MiniLM-L6-v2) of "last human turn + response"; weights in safetensors, no pickle.
@@ -6,6 +9,8 @@
   OpenAssistant/reward-model-deberta-v3-large-v2 or Ray2333/gpt2-large-{harmless,helpful}-reward_model;
   input is the (prompt, response) text pair (`input_format: pair`), one HH transcript (`hh`), or the dialogue in
   the model's chat template (`chat`: Skywork/Skywork-Reward-V2-Qwen3-0.6B).
+
+A new kind is a class here with those members, added to KINDS, and its name in JudgeSpec.kind (stages/core/params.py).
 """
 from __future__ import annotations
 
@@ -54,6 +59,20 @@ class Encoder:
 
 
 class PipelineJudge:
+    kind = "pipeline"
+
+    @classmethod
+    def from_spec(cls, spec) -> "PipelineJudge":
+        return cls(spec.path, spec.batch_size)
+
+    @staticmethod
+    def hub_files(spec) -> list[str]:
+        return []  # built by this pipeline: nothing to download
+
+    @staticmethod
+    def lookalike(spec) -> str | None:
+        return None  # the rehearsal trains it as the pipeline does
+
     def __init__(self, path: str, batch_size: int = 64):
         import numpy as np
         from safetensors.numpy import load_file
@@ -73,6 +92,36 @@ class PipelineJudge:
 
 
 class SequenceClassifierJudge:
+    kind = "sequence_classifier"
+
+    @classmethod
+    def from_spec(cls, spec) -> "SequenceClassifierJudge":
+        return cls(spec.path, spec.revision, spec.input_format, spec.batch_size, spec.max_length, spec.pickle_sha256,
+                   spec.device)
+
+    @staticmethod
+    def hub_files(spec) -> list[str]:
+        """Config, tokenizer and weights: safetensors, or the pickle only when its sha256 is pinned."""
+        from .modeling import hub_files
+
+        return hub_files(spec.pickle_sha256)
+
+    @staticmethod
+    def lookalike(spec) -> str | None:
+        """The small model the rehearsal publishes in its place: a DeBERTa-v2 classifier for a text (pair) judge,
+        as OpenAssistant's; a Qwen3 classifier with a chat template for a chat judge, as Skywork-Reward-V2."""
+        return "qwen" if spec.input_format == "chat" else "deberta"
+
+    def format(self, prompts: list[str], responses: list[str]) -> dict:
+        """The tokenizer's input for a batch, as `input_format` says."""
+        if self.input_format == "pair":
+            return self.tok(prompts, responses, truncation=True, **self.limit, padding=True, return_tensors="pt")
+        if self.input_format == "chat":
+            texts = [self.chat_text(a, b) for a, b in zip(prompts, responses)]
+        else:
+            texts = [a + " " + b for a, b in zip(prompts, responses)]
+        return self.tok(texts, truncation=True, **self.limit, padding=True, return_tensors="pt")
+
     def __init__(self, path: str, revision: str | None, input_format: str, batch_size: int, max_length: int,
                  pickle_sha256: str | None = None, device: str = "auto"):
         import torch
@@ -116,15 +165,7 @@ class SequenceClassifierJudge:
         scores: list[float] = []
         starts = range(0, len(prompts), self.batch_size)
         for i in track(starts, len(starts), f"score ({self.name})", show=is_main()):
-            p, r = prompts[i : i + self.batch_size], responses[i : i + self.batch_size]
-            if self.input_format == "pair":
-                enc = self.tok(p, r, truncation=True, **self.limit, padding=True, return_tensors="pt")
-            elif self.input_format == "chat":
-                enc = self.tok([self.chat_text(a, b) for a, b in zip(p, r)], truncation=True,
-                               **self.limit, padding=True, return_tensors="pt")
-            else:
-                enc = self.tok([a + " " + b for a, b in zip(p, r)], truncation=True, **self.limit,
-                               padding=True, return_tensors="pt")
+            enc = self.format(prompts[i : i + self.batch_size], responses[i : i + self.batch_size])
             with torch.inference_mode():
                 logits = self.model(**enc.to(self.device)).logits
             scores.extend(float(x) for x in logits[:, 0].float().cpu())
@@ -149,12 +190,11 @@ class Rounded:
         return [round(x, self.decimals) for x in self.judge(prompts, responses)]
 
 
+KINDS = {cls.kind: cls for cls in (PipelineJudge, SequenceClassifierJudge)}
+
+
 def load_judge(spec):
-    if spec.kind == "pipeline":
-        judge = PipelineJudge(spec.path, spec.batch_size)
-    else:
-        judge = SequenceClassifierJudge(spec.path, spec.revision, spec.input_format, spec.batch_size, spec.max_length,
-                                        spec.pickle_sha256, spec.device)
+    judge = KINDS[spec.kind].from_spec(spec)
     return judge if spec.round_to is None else Rounded(judge, spec.round_to)
 
 

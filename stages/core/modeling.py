@@ -149,9 +149,13 @@ def per_model_stage(argv: list[str] | None, description: str):
     from .determinism import seed_and_pin
 
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("model", choices=P.MODEL_NAMES)
+    ap.add_argument("model")
     name = ap.parse_args(argv).model
     params = P.load()
+    if name not in params.models:
+        from .io import StageError
+
+        raise StageError(f"params.yaml: models: no model '{name}' (the table has {', '.join(params.models)})")
     seed_and_pin(params.seed)
     return name, params
 

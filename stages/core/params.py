@@ -29,7 +29,8 @@ def _count(value):
 
 
 Count = Annotated[Union[Literal["all"], int], BeforeValidator(_count)]
-MODEL_NAMES = ("base", "sft", "dpo", "sft_dpo")  # the four models the study compares
+METHODS = Path(__file__).resolve().parents[1] / "methods"  # one module per training method
+BASE_START = "data/clean/train.jsonl"  # what the base model starts from (its method reads base.source)
 
 
 class Section(BaseModel):
@@ -121,68 +122,21 @@ class ScratchModel(Section):
         return self
 
 
-class TrainCommon(Section):
-    learning_rate: float = Field(gt=0.0, lt=1.0)
-    num_train_epochs: float = Field(gt=0.0)
-    max_steps: int = Field(ge=-1)  # -1: run the epochs
-    per_device_train_batch_size: int = PosInt
-    gradient_accumulation_steps: int = PosInt
-    max_length: int = Field(ge=8)
-    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"]
-    warmup_ratio: float = Field(ge=0.0, lt=1.0)
-    weight_decay: float = Field(ge=0.0)
-    logging_steps: int = PosInt
-    save_steps: int = PosInt
-    max_train_pairs: Optional[int] = Field(ge=1)
-    # any other field of TRL's SFTConfig / DPOConfig (optim, max_grad_norm, gradient_checkpointing, ...), checked
-    # against TRL's own config class by the stage before it loads anything
-    trainer: dict[str, Any]
-
-
-
 class BaseParams(Section):
     source: Literal["scratch", "pretrained"]
     pretrained: str  # hub id or local folder, used when source = pretrained
     revision: Optional[str]
     pickle_sha256: Optional[str] = Sha256  # the one pickle checkpoint trusted (read weights-only, then safetensors)
     scratch: ScratchModel
-    pretrain: TrainCommon
+    # TRL SFTConfig fields of the brief pre-training, plus the project's own keys (stages/methods/base.py)
+    pretrain: dict[str, Any]
 
 
-class SftParams(TrainCommon):
-    loss_on: Literal["response", "transcript"]
-
-
-class LoraParams(Section):
-    r: int = PosInt
-    alpha: int = PosInt
-    dropout: float = Field(ge=0.0, lt=1.0)
-    target_modules: list[str] = Field(min_length=1)
-
-
-class DpoParams(TrainCommon):
-    beta: float = Field(gt=0.0)
-    loss_type: Literal["sigmoid", "hinge", "ipo", "robust"]
-    max_prompt_length: int = Field(ge=1)
-    lora: LoraParams
-    eval_pairs: int = PosInt
-    eval_steps: int = PosInt
-    precompute_ref_log_probs: bool
-    # last_assistant: the prompt ends at the last "\n\nAssistant:" (the fix) | common_prefix: TRL's longest common
-    # character prefix of the two transcripts (the study: TRL 0.16 extracted it so, splitting words it shares)
-    prompt_split: Literal["last_assistant", "common_prefix"]
-    # How the trainer turns (prompt, chosen, rejected) into token ids. TRL 1.16's own way is bos: true, tokenize:
-    # joint, truncation: fit_prompt; the study's TRL 0.16.1 did bos: false, tokenize: separate, truncation: keep_end
-    # (stages/core/preference.py).
-    bos: bool  # the tokenizer's BOS before the prompt (as in sampling) | false: none (TRL 0.16.1's add_special_tokens=False)
-    # joint: prompt and prompt + reply tokenized together, the reply starting at the last shared token (whole words) |
-    # separate: prompt and each reply tokenized alone (TRL 0.16.1: a word split by the prompt stays split)
-    tokenize: Literal["joint", "separate"]
-    # fit_prompt: the prompt cut from the left so prompt + longest reply fit max_length, replies never cut (ours) |
-    # keep_end: the prompt keeps its last max_prompt_length tokens, then each batch keeps its last max_length columns
-    # (TRL 0.16.1, applied to the padded batch)
-    truncation: Literal["fit_prompt", "keep_end"]
-    merge_adapter: bool  # true: sample the merged weights | false: the start model + unmerged adapter (the study)
+class ModelEntry(Section):
+    """One row of the table of models (`models:` in params.yaml; conf/models/all.yaml)."""
+    method: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # stages/methods/<method>.py, params section <method>
+    start: str  # models/<an earlier model> | data/clean/train.jsonl (the base model)
+    label: str = Field(min_length=1)  # the model's name in tables and plots
 
 
 class JudgeParams(Section):
@@ -203,6 +157,14 @@ class SampleParams(Section):
     strip_response: bool
 
 
+Threshold = Union[float, Literal["calibrated"]]  # calibrated: set by the `calibrate` stage from held-out pairs
+
+
+class Thresholds(Section):
+    harmful: Threshold
+    helpful: Threshold
+
+
 class JudgeSpec(Section):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     kind: Literal["pipeline", "sequence_classifier"]
@@ -216,6 +178,7 @@ class JudgeSpec(Section):
     # auto: the GPU when there is one | cpu (the study's evaluation notebook moved nothing to a GPU)
     device: Literal["auto", "cpu"] = "auto"
     round_to: Optional[int] = Field(default=None, ge=0, le=12)  # decimals each reward keeps (the study: 4); null: all
+    thresholds: Thresholds  # what counts as harmless / helpful for this judge
 
 
 class ScoreParams(Section):
@@ -229,16 +192,7 @@ class ScoreParams(Section):
         return self
 
 
-Threshold = Union[float, Literal["calibrated"]]  # calibrated: set by the `calibrate` stage from held-out pairs
-
-
-class Thresholds(Section):
-    harmful: Threshold
-    helpful: Threshold
-
-
 class MetricsParams(Section):
-    thresholds: dict[str, Thresholds]
     bootstrap_resamples: int = PosInt
     confidence: float = Field(gt=0.0, lt=1.0)
 
@@ -253,15 +207,18 @@ class DistributedParams(Section):
 
 
 class Params(Section):
+    """The whole file. A training method's section (`sft`, `dpo`, ...) is any other top-level key naming a module of
+    stages/methods/; its content is checked by that module and TRL's config class when `train` starts
+    (stages/methods/__init__.py), since importing TRL costs seconds that the other stages need not spend."""
+    model_config = ConfigDict(extra="allow", strict=True)
+
     profile: Literal["cpu", "study", "improved"]
     seed: int = Field(ge=0, le=2**32 - 1)  # NumPy's and torch's seeds are 32-bit
-    models: list[Literal[MODEL_NAMES]] = Field(min_length=1)
+    models: dict[str, ModelEntry] = Field(min_length=1)
     download: DownloadParams
     prompts: PromptsParams
     clean: CleanParams
     base: BaseParams
-    sft: SftParams
-    dpo: DpoParams
     judge: JudgeParams
     sample: SampleParams
     score: ScoreParams
@@ -269,11 +226,37 @@ class Params(Section):
     distributed: DistributedParams
 
     @model_validator(mode="after")
-    def _thresholds_for_every_judge(self):
-        missing = [j.name for j in self.score.judges if j.name not in self.metrics.thresholds]
-        if missing:
-            raise ValueError(f"metrics.thresholds: no thresholds for judge(s) {missing}")
+    def _models_table(self):
+        for key, value in (self.model_extra or {}).items():
+            if not (METHODS / f"{key}.py").is_file():
+                raise ValueError(f"{key}: unknown key (typo?); a training method's section needs stages/methods/{key}.py")
+            if not isinstance(value, dict):
+                raise ValueError(f"{key}: a training method's section must be a mapping, got {type(value).__name__}")
+        seen: list[str] = []
+        for name, entry in self.models.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"models.{name}: a model name is lower-case letters, digits and _")
+            if entry.method != "base" and entry.method not in (self.model_extra or {}):
+                raise ValueError(f"models.{name}.method: no params section '{entry.method}' (and stages/methods/"
+                                 f"{entry.method}.py)")
+            if entry.method == "base":
+                if entry.start != BASE_START:
+                    raise ValueError(f"models.{name}.start: the base model starts from {BASE_START}")
+            elif entry.start.removeprefix("models/") not in seen:
+                raise ValueError(f"models.{name}.start: {entry.start!r} is not models/<an earlier model of the table>")
+            seen.append(name)
+        if "base" not in self.models or self.models["base"].method != "base":
+            raise ValueError("models.base: the table starts from the base model (method: base)")
         return self
+
+    def section(self, method: str) -> dict:
+        """A training method's params section as written (checked by the method's module)."""
+        return self.base.pretrain if method == "base" else (self.model_extra or {})[method]
+
+    def start_model(self, name: str) -> str | None:
+        """The model `name` trains from (None for the base model)."""
+        start = self.models[name].start
+        return None if start == BASE_START else start.removeprefix("models/")
 
     def hub_references(self) -> list[tuple[str, str, Optional[str]]]:
         """(params key, hub id, revision) of every hub download this configuration makes."""

@@ -28,28 +28,20 @@ from .runinfo import log_timing, run_info
 
 CHECKPOINTS = Path("checkpoints")  # outside every DVC out, so an interrupted stage can resume (gitignored)
 
-# TRL/Trainer fields the pipeline sets itself: from a named param, or because the pipeline depends on them.
-SET_BY_PARAM = {
-    "learning_rate": "learning_rate", "num_train_epochs": "num_train_epochs", "max_steps": "max_steps",
-    "per_device_train_batch_size": "per_device_train_batch_size", "per_device_eval_batch_size":
-    "per_device_train_batch_size", "gradient_accumulation_steps": "gradient_accumulation_steps",
-    "lr_scheduler_type": "lr_scheduler_type", "warmup_steps": "warmup_ratio", "warmup_ratio": "warmup_ratio",
-    "weight_decay": "weight_decay", "logging_steps": "logging_steps", "save_steps": "save_steps",
-    "max_length": "max_length", "beta": "beta", "loss_type": "loss_type", "eval_steps": "eval_steps",
-    "precompute_ref_log_probs": "precompute_ref_log_probs", "completion_only_loss": "loss_on",
-}
+# TRL/Trainer fields set from the top of params.yaml, never in a method's section.
 SET_BY_TOP_LEVEL = {"seed": "seed", "data_seed": "seed", "bf16": "distributed.mixed_precision",
                     "fp16": "distributed.mixed_precision"}
 OWNED = {"output_dir", "report_to", "save_strategy", "save_total_limit", "save_only_model", "disable_tqdm",
          "use_cpu", "eval_strategy", "push_to_hub", "resume_from_checkpoint", "overwrite_output_dir",
-         "dataset_num_proc", "truncation_mode"}
+         "dataset_num_proc", "dataloader_pin_memory"}
 NEVER = {"trust_remote_code", "model_init_kwargs"}  # no code from a model repository runs here (README: Safety)
 # Fields that make TRL or transformers fetch from (or push to) the hub with no pinned commit or digest: a hub id as
 # chat_template_path would replace the tokenizer and resize the model. A local chat template file is allowed.
 HUB = {"chat_template_path", "hub_model_id", "hub_token", "hub_strategy", "hub_private_repo", "hub_always_push",
        "hub_revision"}
 WALL_CLOCK = ("runtime", "per_second", "_time")  # log keys that measure the machine, not the model: kept out of curves
-# The study's Trainer defaults, written out (a default of a newer library version must not change a run).
+# The study's Trainer defaults, written out (a default of a newer library version must not change a run); a section
+# may set them.
 DEFAULTS = {"optim": "adamw_torch", "max_grad_norm": 1.0, "gradient_checkpointing": False,
             "logging_nan_inf_filter": False}  # the filter hides a NaN loss behind the running mean
 
@@ -64,63 +56,75 @@ def precision_flags(d) -> dict:
     return {"bf16": mp == "bf16", "fp16": mp == "fp16", "use_cpu": not cuda, "dataloader_pin_memory": cuda}
 
 
-def training_kwargs(section, output_dir: Path, seed: int, d=None) -> dict:
-    """TrainingArguments fields shared by SFT/DPO/pre-training, from a params section (floats cast).
+def split_section(own_cls, section: dict, key: str):
+    """A method's params section: (its project keys, validated by the method's pydantic `own_cls`; the rest, fields
+    of the method's TRL config class)."""
+    own = {k: v for k, v in section.items() if k in own_cls.model_fields}
+    fields = {k: v for k, v in section.items() if k not in own_cls.model_fields}
+    return validate_section(own_cls, own, key), fields
 
-    `d` (params.distributed) keeps per-device batch x accumulation x processes at what params say.
-    """
-    accum = dist.accumulation_steps(section, d) if d is not None else int(section.gradient_accumulation_steps)
+
+def validate_section(cls, values: dict, key: str):
+    from pydantic import ValidationError
+
+    from .params import _describe
+
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        raise StageError(f"params.yaml: {key}.{_describe(exc.errors()[0])}") from None
+
+
+def trl_config(cls, fields: dict, managed: dict, key: str, owned: dict | None = None, d=None):
+    """cls(**fields, **managed): `fields` are the TRL fields of the params section `key`, each checked against cls
+    (unknown, refused and mistyped fields stop here with their name, before any model loads); `managed` are the
+    fields the pipeline sets; `owned` maps fields a method sets from its own keys to those keys. The study's Trainer
+    defaults (DEFAULTS) apply unless the section sets them; `d` (params.distributed) keeps per-device batch x
+    accumulation x processes at what the section says."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in fields.items():
+        if name not in names:
+            raise StageError(f"params.yaml: {key}.{name}: not a field of trl.{cls.__name__} (typo?)")
+        if name in SET_BY_TOP_LEVEL:
+            raise StageError(f"params.yaml: {key}.{name}: set it with {SET_BY_TOP_LEVEL[name]}")
+        if owned and name in owned:
+            raise StageError(f"params.yaml: {key}.{name}: set it with {key}.{owned[name]}")
+        if name in OWNED:
+            raise StageError(f"params.yaml: {key}.{name}: set by the pipeline itself (checkpoints, logging, data)")
+        if name in NEVER:
+            raise StageError(f"params.yaml: {key}.{name}: refused (models load without remote code: README, Safety)")
+        if name in HUB and not (name == "chat_template_path" and Path(str(value)).is_file()):
+            raise StageError(f"params.yaml: {key}.{name}: refused (it makes TRL fetch from or push to the hub outside "
+                             "the pinned downloads; a chat template must be a local file: README, Safety)")
+        hint = hints.get(name)
+        if hint is not None and not type_matches(value, hint):
+            raise StageError(f"params.yaml: {key}.{name}: expected {type_name(hint)}, got "
+                             f"{type(value).__name__} {value!r}")
+        values[name] = float(value) if hint is float and isinstance(value, int) else value
+    batch = values.get("per_device_train_batch_size", 8)
+    values["gradient_accumulation_steps"] = dist.accumulation_steps(values.get("gradient_accumulation_steps", 1), d)
+    try:
+        return cls(**{**DEFAULTS, "per_device_eval_batch_size": batch, **managed, **values})  # refused fields never reach values
+    except (TypeError, ValueError) as exc:
+        raise StageError(f"params.yaml: {key}: {first_line(exc)}") from None
+
+
+def pipeline_fields(output_dir: Path, seed: int, d=None) -> dict:
+    """The TrainingArguments fields every method gets from the pipeline: checkpoints, seed, logging, precision."""
     return {
-        **DEFAULTS,
         "output_dir": str(output_dir),
-        "learning_rate": float(section.learning_rate),
-        "num_train_epochs": float(section.num_train_epochs),
-        "max_steps": int(section.max_steps),
-        "per_device_train_batch_size": int(section.per_device_train_batch_size),
-        "per_device_eval_batch_size": int(section.per_device_train_batch_size),
-        "gradient_accumulation_steps": accum,
-        "lr_scheduler_type": section.lr_scheduler_type,
-        "warmup_steps": float(section.warmup_ratio),  # transformers 5: a float < 1 is a ratio of the steps
-        "weight_decay": float(section.weight_decay),
-        "logging_steps": int(section.logging_steps),
         "save_strategy": "steps",
-        "save_steps": int(section.save_steps),
         "save_total_limit": 1,
         "save_only_model": False,  # keep optimizer state in checkpoints so a resume is exact
         "seed": int(seed),
         "data_seed": int(seed),
         "report_to": "none",  # DVCLive is attached as a callback with dvcyaml=False
         "disable_tqdm": not interactive(),
+        "dataset_num_proc": None,
         **precision_flags(d),
     }
-
-
-def trl_config(cls, managed: dict, extra: dict, key: str):
-    """cls(**managed, **extra): `extra` is the params section's `trainer:` mapping, checked against cls's fields."""
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    hints = typing.get_type_hints(cls)
-    section = key.rsplit(".", 1)[0]
-    for name in extra:
-        if name not in fields:
-            raise StageError(f"params.yaml: {key}.{name}: not a field of trl.{cls.__name__} (typo?)")
-        if name in SET_BY_PARAM or name in SET_BY_TOP_LEVEL:
-            where = SET_BY_TOP_LEVEL.get(name) or f"{section}.{SET_BY_PARAM[name]}"
-            raise StageError(f"params.yaml: {key}.{name}: set it with {where}")
-        if name in OWNED:
-            raise StageError(f"params.yaml: {key}.{name}: set by the pipeline itself (checkpoints, logging, data)")
-        if name in NEVER:
-            raise StageError(f"params.yaml: {key}.{name}: refused (models load without remote code: README, Safety)")
-        if name in HUB and not (name == "chat_template_path" and Path(str(extra[name])).is_file()):
-            raise StageError(f"params.yaml: {key}.{name}: refused (it makes TRL fetch from or push to the hub outside "
-                             "the pinned downloads; a chat template must be a local file: README, Safety)")
-        hint = hints.get(name)
-        if hint is not None and not type_matches(extra[name], hint):
-            raise StageError(f"params.yaml: {key}.{name}: expected {type_name(hint)}, got "
-                             f"{type(extra[name]).__name__} {extra[name]!r}")
-    try:
-        return cls(**{**managed, **extra})
-    except (TypeError, ValueError) as exc:
-        raise StageError(f"params.yaml: {key}: {first_line(exc)}") from None
 
 
 def type_matches(value, hint) -> bool:
@@ -141,8 +145,10 @@ def type_matches(value, hint) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str or (isinstance(hint, type) and issubclass(hint, enum.Enum)):
         return isinstance(value, str)
-    if origin in (list, dict):
-        return isinstance(value, origin)
+    if origin is list:  # TRL's list fields (DPOConfig.loss_type) take one value too
+        return isinstance(value, list) or any(type_matches(value, arg) for arg in typing.get_args(hint))
+    if origin is dict:
+        return isinstance(value, dict)
     return True  # anything else (callables, objects): TRL's own check
 
 
@@ -350,3 +356,91 @@ def throughput(trainer, out) -> dict:
 def effective_batch_size(args) -> int:
     """Sequences per optimizer step: per-device batch x gradient accumulation x processes."""
     return args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+
+TRAIN = Path("data/clean/train.jsonl")
+HELDOUT = Path("data/clean/heldout.jsonl")
+
+
+@dataclasses.dataclass
+class Trained:
+    """What a method hands back to the outline: how to write the model into a folder, the stage's metrics (numbers a
+    change can move: metrics/<name>/train.json), its run record (models/<name>/run.json) and timings (logs/)."""
+    write: typing.Callable[[Path], None]
+    metrics: dict
+    record: dict | None = None
+    timing: dict | None = None
+
+
+@dataclasses.dataclass
+class Job:
+    """One model of the table being trained by its method: everything the method's `train(job)` reads."""
+    name: str  # the model: models/<name>, metrics/<name>
+    params: Any  # the whole params.yaml (stages/core/params.py)
+    own: Any  # the method's project keys (its module's Params)
+    fields: dict  # the section's TRL config fields
+    key: str  # where the section is in params.yaml (sft, dpo, base.pretrain)
+    rows: list  # training pairs (data/clean/train.jsonl, cut to max_train_pairs when the method has it)
+    run: "TrainingRun"
+
+    @property
+    def start(self) -> Path | None:
+        """The folder of the model this one trains from (None for the base model)."""
+        start = self.params.start_model(self.name)
+        return Path("models") / start if start else None
+
+    def config(self, cls, owned: dict | None = None, **managed):
+        """The method's TRL config: the section's fields, the pipeline's (checkpoints in the run's folder, seed,
+        precision) and `managed`, the ones the method sets."""
+        return trl_config(cls, self.fields, {**pipeline_fields(self.run.ckpt_dir, self.params.seed,
+                                                               self.params.distributed), **managed},
+                          self.key, owned, self.params.distributed)
+
+
+def parse_method(module, params, method: str):
+    """(project keys, TRL fields, params key) of a method's section, the project keys validated."""
+    key = "base.pretrain" if method == "base" else method
+    own, fields = split_section(module.Params, params.section(method), key)
+    return own, fields, key
+
+
+def method_config(module, params, method: str, output_dir: Path):
+    """The TRL config a method trains with (checkpoints in `output_dir`), from its params section."""
+    own, fields, key = parse_method(module, params, method)
+    return trl_config(module.config_class(), fields, {**pipeline_fields(output_dir, params.seed, params.distributed),
+                                                      **module.managed(own)}, key, module.OWNED, params.distributed)
+
+
+def check_methods(params, load) -> None:
+    """Every method the table uses: its section parses and its TRL config builds (no model is loaded), so a typo in
+    dpo's section stops the first training stage, not the one after hours of SFT."""
+    for method in dict.fromkeys(e.method for e in params.models.values()):
+        with tempfile.TemporaryDirectory() as tmp:
+            method_config(load(method), params, method, Path(tmp))
+
+
+def run_method(name: str, params, load) -> None:
+    """The outline every model's training follows: its method's section checked, training pairs read, the run's
+    checkpoints set up (resume after a kill), the method trains (guards and curves attached by the run), then the
+    model is saved atomically with its run record and metrics."""
+    from .determinism import seed_and_pin
+    from .io import read_jsonl
+
+    method = params.models[name].method
+    module = load(method)
+    check_methods(params, load)
+    own, fields, key = parse_method(module, params, method)
+    seed_and_pin(params.seed)
+    rows = read_jsonl(TRAIN)
+    limit = getattr(own, "max_train_pairs", None)
+    rows = rows[:limit] if limit else rows
+    if not rows:
+        raise StageError(f"{TRAIN}: no training pairs (is 'train' in download.splits?)")
+    start = params.start_model(name)
+    start_record = (Path("models") / start / "run.json").read_text() if start else ""
+    run = TrainingRun(name, Path("models") / name, Path("metrics") / name / "live",
+                      (params.section(method), params.seed, len(rows), start_record))
+    job = Job(name=name, params=params, own=own, fields=fields, key=key, rows=rows, run=run)
+    trained = module.train(job)
+    run.save(trained.write, trained.metrics, record=trained.record, timing=trained.timing)
+    print(f"{name}: saved {run.out_dir}")

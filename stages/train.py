@@ -1,0 +1,32 @@
+"""Stage `train@<model>`: one model of the table (`models:` in params.yaml), trained by its method from its start.
+
+    python -m stages.train sft         # (dvc.yaml runs it through stages.launch, for several processes)
+
+The method is a module of stages/methods/ named by the table; the outline every method shares (checked section,
+training pairs, resumable checkpoints, guards, curves, atomic save with a run record) is
+stages/core/training.py's `run_method`. Writes models/<model>, metrics/<model>/train.json and DVCLive curves in
+metrics/<model>/live.
+"""
+from __future__ import annotations
+
+import argparse
+
+from stages import methods
+from stages.core import params as P
+from stages.core.io import StageError, fail_cleanly
+from stages.core.training import run_method
+
+
+@fail_cleanly
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model")
+    name = ap.parse_args(argv).model
+    params = P.load()
+    if name not in params.models:
+        raise StageError(f"params.yaml: models: no model '{name}' (the table has {', '.join(params.models)})")
+    run_method(name, params, methods.load)
+
+
+if __name__ == "__main__":
+    main()
