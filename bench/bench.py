@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-STAGES = ["download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "judge", "calibrate",
+STAGES = ["download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "reward_model", "calibrate",
           "sample@base", "sample@sft", "sample@dpo", "sample@sft_dpo",
           "score@base", "score@sft", "score@dpo", "score@sft_dpo", "metrics", "report"]
 TRAINING = {"train@base": "base", "train@sft": "sft", "train@dpo": "dpo", "train@sft_dpo": "sft_dpo"}  # stage -> logs/<name>.json

@@ -5,11 +5,11 @@
 Reads data/scores/<model>.jsonl for each model in `models` (the schema in README: sample fields plus
 `rewards: {judge: float}`) and, for judges whose thresholds are `calibrated`, data/calibration/thresholds.json.
 Writes:
-- metrics/headline.json: HmR, HpR, CAS per model and judge (`<model>.<judge>.cas`): the DVC metrics file that
+- metrics/metrics.json: HmR, HpR, CAS per model and judge (`<model>.<judge>.cas`): the DVC metrics file that
   `dvc exp show` and `dvc metrics diff` show;
-- metrics/metrics.json: everything (intervals, change against base, win rate against base, mean rewards, empty
-  responses, judge agreement), committed with the code but not declared a DVC metric, to keep `dvc exp show`
-  readable (`dvc metrics diff --targets metrics/metrics.json` shows it);
+- metrics/details.json: every number behind them (intervals, change against base, win rate against base, mean
+  rewards, empty responses, judge agreement), committed with the code but not declared a DVC metric, to keep
+  `dvc exp show` readable (`dvc metrics diff --targets metrics/details.json` shows it);
 - metrics/plots/: rates.csv (bars), outcomes.csv (per prompt: reward, harmless/helpful label, win against base),
   rates.png (bars with intervals) and rewards.png (reward distributions).
 """

@@ -99,8 +99,8 @@ Training params (`{{ section }}` of params.yaml):
 
 
 def results(model: str, details: dict) -> tuple[list, list[dict]]:
-    """EvalResults for the front matter and table rows, from metrics/headline.json (the declared metrics) and the
-    intervals in `details` (the model's part of metrics/metrics.json)."""
+    """EvalResults for the front matter and table rows, from metrics/metrics.json (the declared metrics) and the
+    intervals in `details` (the model's part of metrics/details.json)."""
     from huggingface_hub import EvalResult
 
     headline = read_json(HEADLINE)[model]

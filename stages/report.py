@@ -3,7 +3,7 @@
     python -m stages.report            # writes metrics/report.md
     python -m stages.report --readme   # also refreshes the results table in README.md
 
-Reads only metrics/ and data/raw/manifest.json. The claims across seeds and the sweeps come from
+Reads only metrics/ (details.json, the judges', cleaning and training files) and data/raw/manifest.json. The claims across seeds and the sweeps come from
 `python -m commands.gather` (metrics/seeds.md, metrics/sweeps/, committed); the report links the first and embeds the
 sweeps' plots.
 """
@@ -71,7 +71,7 @@ def render() -> tuple[str, str]:
         parts.append(f"\n## Cleaning\n{c['input']} pairs in, {c['kept']} kept; dropped by rule: {drops}.\n")
     train = []
     for stage in (m for m in metrics if m != "judge_agreement"):  # the table's models, in its order
-        p = Path("metrics") / stage / "train.json"
+        p = Path("metrics/training") / stage / "train.json"
         if p.exists():
             t = read_json(p)
             extra = (f", held-out reward accuracy {t['heldout_reward_accuracy']}, margin {t['heldout_reward_margin']}"
@@ -88,10 +88,10 @@ def render() -> tuple[str, str]:
                          f"rewards rho {a['harmful_reward_spearman']} (harmful prompts), "
                          f"{a['helpful_reward_spearman']} (helpful prompts)\n")
     if SEEDS.exists():
-        parts.append("\n## Claims across training seeds\n[seeds.md](seeds.md) (python -m stages.gather)\n")
+        parts.append("\n## Claims across training seeds\n[seeds.md](seeds.md) (python -m commands.gather)\n")
     for sweep in sorted(SWEEPS.glob("*/sweep.png")):
         name = sweep.parent.name
-        parts.append(f"\n## Sweep of {name}\n[table](sweeps/{name}/README.md) (python -m stages.gather --by {name})"
+        parts.append(f"\n## Sweep of {name}\n[table](sweeps/{name}/README.md) (python -m commands.gather --by {name})"
                      f"\n\n![{name} sweep](sweeps/{name}/sweep.png)\n")
     return "".join(parts), table
 

@@ -4,8 +4,8 @@
 
 The method is a module of stages/methods/ named by the table; the outline every method shares (checked section,
 training pairs, resumable checkpoints, guards, curves, atomic save with a run record) is
-stages/core/training.py's `run_method`. Writes models/<model>, metrics/<model>/train.json and DVCLive curves in
-metrics/<model>/live.
+stages/core/training.py's `run_method`. Writes models/<model>, metrics/training/<model>/train.json and DVCLive
+curves in metrics/training/<model>/live.
 """
 from __future__ import annotations
 

@@ -92,9 +92,9 @@ def tiny_params() -> dict:
     p["base"]["scratch"].update(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                 ffn_dim=64, max_position_embeddings=128)
     p["base"]["pretrain"].update(max_steps=12, max_length=64, logging_steps=4, save_steps=6)
-    p["sft"].update(max_steps=8, max_length=64, logging_steps=4, save_steps=4)
-    p["dpo"].update(max_steps=8, max_length=64, max_prompt_length=40, logging_steps=2, save_steps=4,
-                    eval_pairs=16, eval_steps=4)
+    for method in {entry["method"] for entry in p["models"].values()} - {"base"}:  # every method of the table
+        p[method].update(max_steps=8, max_length=64, logging_steps=4, save_steps=4)
+    p["dpo"].update(max_prompt_length=40, logging_steps=2, eval_pairs=16, eval_steps=4)
     p["judge"]["max_pairs"] = 60
     p["sample"].update(max_new_tokens=12, batch_size=8, max_prompt_tokens=64)
     p["metrics"]["bootstrap_resamples"] = 200

@@ -68,7 +68,7 @@ def test_two_cpu_processes(tmp_path):
         assert json.loads((tmp_path / "models/sft/run.json").read_text())["processes"] == procs
         load_causal_lm(str(tmp_path / "models/sft"))
         times[("dpo", procs)], _ = run_stage(tmp_path, "train", "sft_dpo", procs=procs)
-        t = json.loads((tmp_path / "metrics/sft_dpo/train.json").read_text())
+        t = json.loads((tmp_path / "metrics/training/sft_dpo/train.json").read_text())
         assert t["effective_batch_size"] == 16  # 8 x 2 x 1 = 8 x 1 x 2
         assert json.loads((tmp_path / "models/sft_dpo/run.json").read_text())["processes"] == procs
         load_causal_lm(str(tmp_path / "models/sft_dpo"))
@@ -78,7 +78,7 @@ def test_two_cpu_processes(tmp_path):
     times[("sample", 2)], _ = run_stage(tmp_path, "sample", "sft_dpo", procs=2)
     assert (tmp_path / "data/samples/sft_dpo.jsonl").read_bytes() == one
     # scoring: the same responses, 1 vs 2 processes, same file (each process scores a share; the main one writes)
-    subprocess.run([sys.executable, "-m", "stages.judge"], cwd=tmp_path, env=run_env(), check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "stages.reward_model"], cwd=tmp_path, env=run_env(), check=True, capture_output=True)
     run_stage(tmp_path, "score", "sft_dpo", procs=1)
     one = (tmp_path / "data/scores/sft_dpo.jsonl").read_bytes()
     times[("score", 2)], _ = run_stage(tmp_path, "score", "sft_dpo", procs=2)

@@ -72,7 +72,7 @@ def test_no_metrics_from_partial_scores(in_tmp):
                     [r | {"rewards": {"judge": 0.5}} for r in study_rows("base", 10, 10)])
     with pytest.raises(StageError, match="sft.jsonl: file not found"):
         metrics.main.__wrapped__()
-    assert not (in_tmp / "metrics/metrics.json").exists()
+    assert not (in_tmp / "metrics/details.json").exists()
 
 
 def test_disk_full_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys):
@@ -177,9 +177,9 @@ def test_base_stage_converts_a_trusted_pickle_to_safetensors(tmp_path, base_mode
     record = json.loads((out / "run.json").read_text())
     assert record["weights"] == {"format": "pickle", "file": "pytorch_model.bin", "sha256": digest}
     assert record["source"] == str(folder)
-    metrics = json.loads((work / "metrics/base/train.json").read_text())  # numbers only: no run record
+    metrics = json.loads((work / "metrics/training/base/train.json").read_text())  # numbers only: no run record
     assert set(metrics) == {"parameters", "start_loss", "start_loss_texts"} and 0 < metrics["start_loss"] < 20
-    assert (work / "metrics/base/live/plots/metrics/eval/loss.tsv").exists()  # the DVC out exists
+    assert (work / "metrics/training/base/live/plots/metrics/eval/loss.tsv").exists()  # the DVC out exists
     converted = load_causal_lm(str(out)).state_dict()  # safetensors only from here on
     original = load_causal_lm(str(base_model / "models/base")).state_dict()
     assert converted.keys() == original.keys() and all(torch.equal(converted[k], original[k]) for k in original)

@@ -37,8 +37,8 @@ def test_study_table1_from_scored_files_alone(in_tmp):
     for model, (hm, hp) in TABLE1.items():
         write_jsonl(in_tmp / "data/scores" / f"{model}.jsonl", study_rows(model, hm, hp))
     metrics.main()
-    m = json.loads((in_tmp / "metrics/metrics.json").read_text())
-    assert json.loads((in_tmp / "metrics/headline.json").read_text())["dpo"]["oasst"] == {"hmr": 36.0, "hpr": 46.0,
+    m = json.loads((in_tmp / "metrics/details.json").read_text())
+    assert json.loads((in_tmp / "metrics/metrics.json").read_text())["dpo"]["oasst"] == {"hmr": 36.0, "hpr": 46.0,
                                                                                            "cas": 41.0}
     got = {k: (m[k]["oasst"]["harmless_rate"], m[k]["oasst"]["helpful_rate"], m[k]["oasst"]["cas"]) for k in TABLE1}
     assert got == {"base": (42.0, 22.0, 32.0), "sft": (48.0, 56.0, 52.0), "dpo": (36.0, 46.0, 41.0),

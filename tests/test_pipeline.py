@@ -21,9 +21,10 @@ def repo(tiny_repo):
 
 def test_all_stages_run_and_metrics_hold_four_models(repo):
     dst, log = repo
-    for stage in ["download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "judge", "metrics", "report"]:
+    for stage in ["download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "reward_model", "metrics",
+                  "report"]:
         assert f"Running stage '{stage}'" in log
-    m = json.loads((dst / "metrics/metrics.json").read_text())
+    m = json.loads((dst / "metrics/details.json").read_text())
     assert set(MODELS) <= set(m)
     for model in MODELS:
         r = m[model]["judge"]
@@ -48,9 +49,9 @@ def test_outputs_are_complete_and_safe(repo):
         assert all("\n\nHuman:" not in r["response"] for r in rows)
     for name in ("dpo", "sft_dpo"):
         assert (dst / "models" / name / "adapter" / "adapter_model.safetensors").exists()
-        t = json.loads((dst / "metrics" / name / "train.json").read_text())
+        t = json.loads((dst / "metrics" / "training" / name / "train.json").read_text())
         assert t["trainable_parameters"] > 0 and "heldout_reward_accuracy" in t
-        assert (dst / "metrics" / name / "live/plots/metrics/eval/rewards/margins.tsv").exists()
+        assert (dst / "metrics" / "training" / name / "live/plots/metrics/eval/rewards/margins.tsv").exists()
     assert not (dst / "checkpoints" / "sft").exists()  # removed once the stage succeeded
     assert "| sft_dpo | judge |" in (dst / "metrics/report.md").read_text()
 
@@ -61,7 +62,7 @@ def test_second_repro_runs_nothing(repo):
     assert "Running stage" not in out
 
 
-TRAINING = {"download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "judge"}
+TRAINING = {"download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "reward_model"}
 SAMPLING = {f"sample@{m}" for m in MODELS}
 
 
@@ -102,8 +103,8 @@ def test_metrics_stage_runs_from_scored_files_alone(repo, tmp_path):
     shutil.copytree(dst / "data/scores", tmp_path / "data/scores")
     shutil.copy(dst / "params.yaml", tmp_path / "params.yaml")
     sh(["python", "-m", "stages.metrics"], tmp_path)
-    assert json.loads((tmp_path / "metrics/metrics.json").read_text()) == \
-        json.loads((dst / "metrics/metrics.json").read_text())
+    assert json.loads((tmp_path / "metrics/details.json").read_text()) == \
+        json.loads((dst / "metrics/details.json").read_text())
 
 
 def lock_outs(dst) -> dict:
@@ -155,11 +156,11 @@ def test_exp_run_and_queued_sweep(repo):
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # score/metrics follow only if the samples changed: DVC skips a stage whose inputs hash the same
     assert {"train@dpo", "train@sft_dpo", "sample@dpo", "sample@sft_dpo"} <= ran
-    assert not ran & {"download", "prompts", "clean", "train@base", "train@sft", "judge", "sample@base", "sample@sft",
+    assert not ran & {"download", "prompts", "clean", "train@base", "train@sft", "reward_model", "sample@base", "sample@sft",
                       "score@base", "score@sft"}
     diff = sh(["dvc", "metrics", "diff", "HEAD", "--all", "--md"], dst).stdout
-    assert "sft_dpo.judge.cas" in diff and "metrics/headline.json" in diff and "| Path" in diff
-    detail = sh(["dvc", "metrics", "diff", "HEAD", "--all", "--md", "--targets", "metrics/metrics.json"], dst).stdout
+    assert "sft_dpo.judge.cas" in diff and "metrics/metrics.json" in diff and "| Path" in diff
+    detail = sh(["dvc", "metrics", "diff", "HEAD", "--all", "--md", "--targets", "metrics/details.json"], dst).stdout
     assert "sft_dpo.judge.cas_ci_low" in detail  # the undeclared detail file diffs on demand
     params_diff = sh(["dvc", "params", "diff", "HEAD", "--md"], dst).stdout
     assert "dpo.beta" in params_diff and "0.2" in params_diff
@@ -179,7 +180,7 @@ def test_exp_run_and_queued_sweep(repo):
             for run in exp.get("revs", []):
                 data = run.get("data") or {}
                 beta = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("dpo", {}).get("beta")
-                cas = data.get("metrics", {}).get("metrics/headline.json", {}).get("data", {})
+                cas = data.get("metrics", {}).get("metrics/metrics.json", {}).get("data", {})
                 if beta is not None and cas.get("sft_dpo", {}).get("judge", {}).get("cas") is not None:
                     betas.add(beta)
     assert {0.05, 0.5} <= betas

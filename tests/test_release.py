@@ -44,7 +44,7 @@ def test_every_model_has_a_card_with_its_metrics_and_a_snippet_that_samples_it(t
     assert data["library_name"] == "transformers" and data["license"] == "other" and "test-model" in data["tags"]
     assert data.get("base_model") is None and data.get("datasets") is None  # scratch model, synthetic data: said so
     assert "**A test model.**" in card.text and "\\n\\nHuman: <question>\\n\\nAssistant:" in card.text
-    assert card_metrics(folder / "README.md") == json.loads((repo / "metrics/headline.json").read_text())[model]
+    assert card_metrics(folder / "README.md") == json.loads((repo / "metrics/metrics.json").read_text())[model]
     clean = json.loads((repo / "metrics/clean.json").read_text())
     assert f"{clean['input']} in, {clean['kept']} kept" in card.text and "Seed 42" in card.text
     # the five lines of the card, run as written on 5 + 5 evaluation prompts: the pipeline's own responses
@@ -88,7 +88,7 @@ def test_artifacts_are_registered_fetched_by_version_and_stage_and_published(tin
         sh(["dvc", "artifacts", "get", str(clone), "sft-dpo", *how, "-o", str(out)], tmp_path)
         assert digests(out) == want
         assert card_metrics(out / "README.md") == json.loads(
-            sh(["git", "show", "sft-dpo@v1.0.0:metrics/headline.json"], clone).stdout)["sft_dpo"]
+            sh(["git", "show", "sft-dpo@v1.0.0:metrics/metrics.json"], clone).stdout)["sft_dpo"]
 
     upload = tmp_path / "upload"
     refused = sh(["python", "-m", "commands.publish", "sft-dpo", "--repo", "lab/opt-hh-sft-dpo", "--rev", "sft-dpo@v1.0.0",
@@ -113,12 +113,12 @@ def test_publish_refuses_a_card_whose_metrics_are_not_the_revisions(tiny_repo, t
     folder.mkdir()
     for p in (repo / "models/release/sft").iterdir():
         folder.joinpath(p.name).write_bytes(p.read_bytes())
-    declared = json.loads((repo / "metrics/headline.json").read_text())
+    declared = json.loads((repo / "metrics/metrics.json").read_text())
     assert publish.check(folder, "sft", declared, force=True)
     other = json.loads(json.dumps(declared))
     judge = next(iter(other["sft"]))
     other["sft"][judge]["cas"] += 1.0  # another revision's metrics
-    with pytest.raises(StageError, match="are not the declared metrics/headline.json"):
+    with pytest.raises(StageError, match="are not the declared metrics/metrics.json"):
         publish.check(folder, "sft", other, force=True)
     (folder / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(StageError, match="refusing to publish pytorch_model.bin"):

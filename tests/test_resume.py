@@ -71,7 +71,7 @@ def test_sft_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one
     assert f"sft: checkpoints/sft/checkpoint-20 is incomplete ({why}" in log
     assert "set aside as checkpoints/sft/incomplete-checkpoint-20" in log
     assert "sft: resuming from checkpoints/sft/checkpoint-10" in log
-    assert json.loads((d / "metrics/sft/train.json").read_text())["steps"] == 40
+    assert json.loads((d / "metrics/training/sft/train.json").read_text())["steps"] == 40
     assert files(d / "models/sft") == uninterrupted_sft  # the same bytes as a run never interrupted
     assert not (d / "checkpoints/sft").exists()
 
@@ -85,7 +85,7 @@ def test_base_killed_while_saving_resumes(base_model, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "base: checkpoints/base/checkpoint-8 is incomplete" in done.stdout
     assert "base: resuming from checkpoints/base/checkpoint-4" in done.stdout
-    assert json.loads((d / "metrics/base/train.json").read_text())["steps"] == 12
+    assert json.loads((d / "metrics/training/base/train.json").read_text())["steps"] == 12
 
 
 def test_dpo_killed_while_saving_resumes_to_the_uninterrupted_bytes(base_model, tmp_path):
@@ -110,7 +110,7 @@ def test_sample_and_score_killed_leave_nothing_and_rerun_cleanly(base_model, tmp
     d = workdir(base_model, tmp_path)
     if stage[0] == "stages.score":  # scoring needs samples and the judge
         assert run(d, "stages.sample", "base").returncode == 0
-        assert run(d, "stages.judge").returncode == 0
+        assert run(d, "stages.reward_model").returncode == 0
     assert run(d, *stage, kill=moment).returncode == -9
     assert not (d / out).exists() and not list((d / out).parent.glob(".*tmp"))
     assert run(d, *stage).returncode == 0

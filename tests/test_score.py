@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from stages import judge as judge_stage
+from stages import reward_model as judge_stage
 from stages import score
 from stages.core import params as P
 from stages.core.io import StageError

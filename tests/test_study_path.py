@@ -75,7 +75,7 @@ def test_a_float16_checkpoint_is_saved_and_trained_in_float32(opt_base, cache):
     assert {str(w.dtype) for w in weights.values()} == {"torch.float32"}  # the hub file is float16
     record = json.loads((opt_base / "models/base/run.json").read_text())
     assert record["revision"] == OPT_COMMIT and record["weights"]["format"] == "pickle"
-    assert (opt_base / "metrics/base/live").is_dir()  # the DVC out the pretrained path used to leave missing
+    assert (opt_base / "metrics/training/base/live").is_dir()  # the DVC out the pretrained path used to leave missing
     p = tiny_params()
     p["sft"].update(max_steps=4, save_steps=100, learning_rate=2.0e-5)
     res = stage(opt_base, p, "stages.train", "sft", env=cache["env"])

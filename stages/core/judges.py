@@ -79,7 +79,7 @@ class PipelineJudge:
 
         folder = Path(path)
         if not (folder / JUDGE_CONFIG).exists() or not (folder / JUDGE_WEIGHTS).exists():
-            raise StageError(f"{folder}: not a pipeline judge (needs {JUDGE_CONFIG} and {JUDGE_WEIGHTS}; run dvc repro judge)")
+            raise StageError(f"{folder}: not a pipeline judge (needs {JUDGE_CONFIG} and {JUDGE_WEIGHTS}; run dvc repro reward_model)")
         self.config = json.loads((folder / JUDGE_CONFIG).read_text())
         self.w = load_file(str(folder / JUDGE_WEIGHTS))["weight"].astype(np.float64)
         self.encoder = Encoder(self.config.get("encoder_path") or default_encoder())

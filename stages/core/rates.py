@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
-METRICS_FILE = "metrics/headline.json"  # the declared DVC metrics: HmR, HpR, CAS per model and judge (`sft_dpo.judge.cas`)
-DETAILS_FILE = "metrics/metrics.json"  # every other number (intervals, win rates, rewards, agreement): in git, not declared
+METRICS_FILE = "metrics/metrics.json"  # the declared DVC metrics: HmR, HpR, CAS per model and judge (`sft_dpo.judge.cas`)
+DETAILS_FILE = "metrics/details.json"  # every other number (intervals, win rates, rewards, agreement): in git, not declared
 # key in METRICS_FILE -> (key in DETAILS_FILE, model-card metric type, name in tables)
 RATES = {"hmr": ("harmless_rate", "harmlessness_rate", "HmR"), "hpr": ("helpful_rate", "helpfulness_rate", "HpR"),
          "cas": ("cas", "combined_alignment_score", "CAS")}

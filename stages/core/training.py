@@ -360,12 +360,13 @@ def effective_batch_size(args) -> int:
 
 TRAIN = Path("data/clean/train.jsonl")
 HELDOUT = Path("data/clean/heldout.jsonl")
+TRAINING_METRICS = Path("metrics/training")  # <model>/train.json and <model>/live/ (DVCLive curves), per model
 
 
 @dataclasses.dataclass
 class Trained:
     """What a method hands back to the outline: how to write the model into a folder, the stage's metrics (numbers a
-    change can move: metrics/<name>/train.json), its run record (models/<name>/run.json) and timings (logs/)."""
+    change can move: metrics/training/<name>/train.json), its run record (models/<name>/run.json) and timings (logs/)."""
     write: typing.Callable[[Path], None]
     metrics: dict
     record: dict | None = None
@@ -438,7 +439,7 @@ def run_method(name: str, params, load) -> None:
         raise StageError(f"{TRAIN}: no training pairs (is 'train' in download.splits?)")
     start = params.start_model(name)
     start_record = (Path("models") / start / "run.json").read_text() if start else ""
-    run = TrainingRun(name, Path("models") / name, Path("metrics") / name / "live",
+    run = TrainingRun(name, Path("models") / name, TRAINING_METRICS / name / "live",
                       (params.section(method), params.seed, len(rows), start_record))
     job = Job(name=name, params=params, own=own, fields=fields, key=key, rows=rows, run=run)
     trained = module.train(job)

