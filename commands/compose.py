@@ -21,17 +21,18 @@ HEADER = ("# Composed from conf/config.yaml with the cpu profile: edit conf/, th
           "# The study's configurations: `dvc exp run -S profile=study` or `-S profile=improved` (see README).\n")
 
 
-def compose(profile: str = "cpu") -> dict:
+def compose(profile: str = "cpu", overrides: tuple[str, ...] = ()) -> dict:
+    """conf/ composed as `dvc exp run -S profile=<profile> -S <override> ...` composes it (Hydra)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(CONF.resolve()), version_base=None):
-        cfg = hydra_compose("config", overrides=[f"profile={profile}"])
+        cfg = hydra_compose("config", overrides=[f"profile={profile}", *overrides])
     return OmegaConf.to_container(cfg, resolve=True)
 
 
-def models_block(option: str = "all") -> str:
+def models_block(option: str = "study") -> str:
     """conf/models/<option>.yaml as params.yaml's `models:` section, its comments kept."""
     lines = (CONF / "models" / f"{option}.yaml").read_text(encoding="utf-8").splitlines()
     comments = [line for line in lines if line.startswith("#")]

@@ -83,9 +83,12 @@ def default_params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def tiny_params() -> dict:
-    """The CPU default shrunk so that the whole pipeline runs in about a minute: same stages, same code."""
+def tiny_params(table: str | None = None) -> dict:
+    """The CPU default shrunk so that the whole pipeline runs in about a minute: same stages, same code. `table`: a
+    table of models of conf/models/ instead of the default's (`all`: every model, as the improved profile has)."""
     p = copy.deepcopy(default_params())
+    if table:
+        p["models"] = yaml.safe_load((ROOT / "conf" / "models" / f"{table}.yaml").read_text())
     p["download"]["synthetic"].update(train_pairs=160, test_pairs=80)
     p["prompts"].update(n_harmful=8, n_helpful=8)
     p["clean"]["heldout_max_pairs"] = 60

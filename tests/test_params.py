@@ -33,8 +33,10 @@ def test_every_profile_validates_and_the_study_compares_its_four_models(monkeypa
     cpu, study, improved = (P.validate(compose.compose(name)) for name in ("cpu", "study", "improved"))
     assert (cpu.profile, study.profile, improved.profile) == ("cpu", "study", "improved")
     every = yaml.safe_load((ROOT / "conf/models/all.yaml").read_text())
-    assert list(study.models) == ["base", "sft", "dpo", "sft_dpo"]  # a model added to the table never joins the study
-    assert list(improved.models) == list(cpu.models) == list(every)
+    # a model added to the table joins the improved profile, never the study (nor the CPU default: its cost)
+    assert list(study.models) == list(cpu.models) == ["base", "sft", "dpo", "sft_dpo"]
+    assert list(improved.models) == list(every)
+    assert list(P.validate(compose.compose("cpu", ("models=all",))).models) == list(every)
 
 
 @pytest.mark.parametrize("name", ["study", "improved"])

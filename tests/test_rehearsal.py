@@ -99,9 +99,10 @@ def test_the_study_path_runs_offline_end_to_end(profile, cache, tmp_path):
     assert set(STAGES) <= ran
     # the composed params differ from the profile only in the scale knobs and the look-alikes' digests
     composed = flat(yaml.safe_load((repo / "params.yaml").read_text()))
-    expected = flat(compose.compose(profile))
-    changed = {k for k in composed.keys() | expected.keys() if composed.get(k) != expected.get(k)}
-    assert changed == set(overrides) | {"score.judges.0.pickle_sha256"}, changed ^ set(overrides)
+    expected = flat(compose.compose(profile, tuple(f"{k}={v}" for k, v in overrides.items())))  # values shared
+    changed = {k for k in composed.keys() | expected.keys() if composed.get(k) != expected.get(k)}  # by `${...}` too
+    assert changed == {"score.judges.0.pickle_sha256"}, changed
+    assert all(composed[k] == v for k, v in overrides.items())
     # ...and the judge's digest, written into the profile by commands.pin: the look-alike pickle's own sha256
     assert composed["score.judges.0.pickle_sha256"] == sha256_file(
         cache_snapshot(cache, "OpenAssistant/reward-model-deberta-v3-large-v2") / "pytorch_model.bin")
