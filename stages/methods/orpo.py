@@ -1,0 +1,87 @@
+"""Method `orpo`: odds-ratio preference optimization (Hong et al. 2024), SFT and preference alignment in one stage,
+with TRL's ORPOTrainer (section `orpo`: ORPOConfig; `beta` is the paper's lambda, the weight of the odds-ratio term).
+
+The rival to the study's thesis that SFT and DPO complement each other: one full fine-tune from the base model on the
+same cleaned pairs, no reference model, no LoRA. Prompts are cut from the left so prompt + the longer reply fit
+`max_length` (as for DPO: a reply is never cut away). Held-out pairs give its reward accuracy and margin (ORPO's
+rewards are beta x the replies' mean log-probabilities). TRL 1.16 takes the loss's NLL term over the whole chosen
+transcript, prompt included, where the paper takes the reply's (tests/test_orpo.py pins which).
+
+TRL marks ORPO experimental (`trl.experimental.orpo`, TRL 1.16): requirements.txt pins TRL, and tests/test_orpo.py
+trains it and checks what it optimises, so a TRL upgrade that moves or changes it fails there first.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from pydantic import Field
+
+from stages.core import params as P
+from stages.core.io import StageError, read_jsonl
+from stages.core.modeling import count_trainable, fit_prompt, load_causal_lm, load_tokenizer
+from stages.core.training import HELDOUT, Job, Trained, effective_batch_size, throughput
+
+DESCRIPTION = "ORPO (SFT and preference alignment in one full fine-tune)"  # on its model card (stages/release.py)
+TAGS = ["orpo"]  # the card's hub tags
+OWNED: dict = {}  # TRL fields this method sets from its own keys
+
+
+class Params(P.Section):
+    """orpo's own keys; every other key is a field of TRL's ORPOConfig (beta, learning_rate, max_length, ...)."""
+    eval_pairs: int = Field(ge=1)  # held-out pairs for reward accuracy / margin
+    max_train_pairs: Optional[int] = Field(default=None, ge=1)
+
+
+def config_class():
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # pinned and tested: see the module's docstring
+    from trl.experimental.orpo import ORPOConfig
+
+    return ORPOConfig
+
+
+def managed(own: Params) -> dict:
+    return {"eval_strategy": "steps"}
+
+
+def preference_dataset(rows: list[dict], tok, max_length: int):
+    from datasets import Dataset
+
+    prompts = [fit_prompt(tok, r["prompt"], [" " + r["chosen"], " " + r["rejected"]], max_length) for r in rows]
+    return Dataset.from_dict({"prompt": prompts, "chosen": [" " + r["chosen"] for r in rows],
+                              "rejected": [" " + r["rejected"] for r in rows]})
+
+
+def train(job: Job) -> Trained:
+    config_class()
+    from trl.experimental.orpo import ORPOTrainer
+
+    heldout = read_jsonl(HELDOUT)[: job.own.eval_pairs]
+    if not heldout:
+        raise StageError(f"{HELDOUT}: no preference pairs")
+    cfg = job.config(config_class(), OWNED, **managed(job.own))  # checked before anything is loaded
+    tok = load_tokenizer(str(job.start))
+    model = load_causal_lm(str(job.start))
+    resume = job.run.resume_from()
+    trainer = ORPOTrainer(model=model, args=cfg, train_dataset=preference_dataset(job.rows, tok, cfg.max_length),
+                          eval_dataset=preference_dataset(heldout, tok, cfg.max_length), processing_class=tok,
+                          callbacks=job.run.callbacks(resume=bool(resume)))
+    job.run.attach(trainer)
+    out = trainer.train(resume_from_checkpoint=resume)
+    final = trainer.evaluate()
+
+    def write(tmp: Path):
+        trainer.save_model(str(tmp))
+        tok.save_pretrained(tmp)
+
+    metrics = {
+        "final_loss": round(out.training_loss, 4), "steps": out.global_step,
+        "effective_batch_size": effective_batch_size(trainer.args), "trainable_parameters": count_trainable(model),
+        "heldout_pairs": len(heldout),
+        "heldout_reward_accuracy": round(final.get("eval_rewards/accuracies", float("nan")), 4),
+        "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),
+    }
+    return Trained(write, metrics, timing=throughput(trainer, out),
+                   record={"start": str(job.start), "beta": cfg.beta,
+                           "precision": job.params.distributed.mixed_precision})
