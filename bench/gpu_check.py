@@ -1,9 +1,12 @@
 """GPU check of the study's path before a full run: opt-350m's real shape (random weights, 331M parameters), the study
-profile's settings, a few hundred SFT and DPO steps, 100 prompts sampled and scored; prints steps/s, tokens/s, peak
-GPU memory and the projected wall time of the full study per stage. Not a test; about 6 minutes on one H200
-(README, GPU check: measured 5 min 03 s with --sft-steps 200 --dpo-steps 100).
+profile's settings, a few hundred SFT and DPO steps under each switch set (`study`: fp32, batch 2 x 4, as the study
+ran; `fast`: the improved profile's speed switches), 100 prompts sampled and scored; prints per stage and switch set
+steps/s, tokens/s, MFU against the GPU's dense peak, peak GPU memory and the projected wall time of the full study,
+projected from real HH-RLHF lengths (bench/hh_lengths.json). Not a test; the default run is sized for about 5 minutes
+on one H100/H200-class GPU (README, GPU check).
 
     python bench/gpu_check.py                       # on a machine with one GPU (offline: look-alikes, no hub)
+    python bench/gpu_check.py --switch tf32         # also one run per named switch, each alone on the study's path
     python bench/gpu_check.py --shape tiny --sft-steps 4 --dpo-steps 2     # a CPU smoke run of the script itself
 
 It builds a look-alike Hugging Face cache (`python -m commands.rehearse --shape real`, HH-RLHF's real text where
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -30,6 +34,16 @@ sys.path.insert(0, str(ROOT))
 
 STUDY_STEPS = {"sft": 40_200, "dpo": 20_100, "sft_dpo": 20_100}  # the study's optimizer steps (paper-notes 1.2)
 STUDY_TIME = {"sft": "3h02m", "dpo": "2h09m", "sft_dpo": "2h14m"}
+LENGTHS = ROOT / "bench" / "hh_lengths.json"  # real HH-RLHF token lengths (python bench/hh_lengths.py)
+# Dense (no sparsity) peak FLOP/s by precision, from NVIDIA's datasheets: H100 SXM and H200 SXM (the same compute:
+# 989.4 TFLOPS BF16, 494.7 TF32, 66.9 FP32), A100 SXM (312, 156, 19.5).
+PEAKS = {"H100": {"bf16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
+         "H200": {"bf16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
+         "A100": {"bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12}}
+# The improved profile's speed switches (conf/profile/improved.yaml), each settable alone with --switch.
+SWITCHES = {"per_device_batch": {"speed.per_device_batch": 8}, "bf16": {"distributed.mixed_precision": "bf16"},
+            "tf32": {"speed.tf32": True}, "dataloader_workers": {"speed.dataloader_workers": 2},
+            "precompute_ref_log_probs": {"dpo.precompute_ref_log_probs": True}}
 
 
 def checkout(dst: Path) -> None:
@@ -89,18 +103,102 @@ def hms(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def apply(p: dict, settings: dict) -> dict:
+    """Dotted params settings (`speed.tf32: true`) applied to a params dict."""
+    for key, value in settings.items():
+        node = p
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return p
+
+
+def sample_rows(lengths: dict, n: int, rng) -> list[dict]:
+    """n pairs' token lengths drawn from histograms (bench/hh_lengths.json) or from lists of measured lengths."""
+    import numpy as np
+
+    out = {}
+    for key in ("transcript", "prompt", "chosen", "rejected"):
+        values = lengths[key]
+        if values and isinstance(values[0], list):  # a histogram: [[bin start, count], ...], lengths at the bin's end
+            starts, counts = np.array(values).T
+            out[key] = rng.choice(starts + lengths.get("bin", 8), size=n, p=counts / counts.sum())
+        else:
+            out[key] = rng.choice(np.array(values), size=n)
+    return [{k: int(out[k][i]) for k in out} for i in range(n)]
+
+
+def tokens_per_step(rows: list[dict], method: str, batch: int, accumulation: int) -> tuple[float, float]:
+    """(real, padded) tokens per optimizer step at the study's cuts: SFT trains on the transcript cut at 512; DPO on
+    prompt (its last 512) + each reply, cut at 1024, chosen and rejected padded together in each micro-batch."""
+    real = padded = 0.0
+    per_step = batch * accumulation
+    steps = len(rows) // per_step
+    for s in range(steps):
+        for m in range(accumulation):
+            micro = rows[s * per_step + m * batch: s * per_step + (m + 1) * batch]
+            if method == "sft":
+                lengths = [min(r["transcript"], 512) for r in micro]
+            else:
+                lengths = [min(min(r["prompt"], 512) + r[side], 1024) for r in micro for side in ("chosen", "rejected")]
+            real += sum(lengths)
+            padded += max(lengths) * len(lengths)
+    return real / steps, padded / steps
+
+
+def model_shape(folder: Path) -> dict:
+    """Parameters, layers and width of a saved model, read from its config and safetensors header (no weights)."""
+    from safetensors import safe_open
+
+    config = json.loads((folder / "config.json").read_text())
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    return {"params": params, "layers": config["num_hidden_layers"], "width": config["hidden_size"]}
+
+
+def flops_per_token(shape: dict, sequence: float, method: str, precomputed: bool) -> float:
+    """Training FLOPs per token: 6N for the forward and backward pass plus 12 x layers x width x sequence for
+    attention (Kaplan et al. 2020; PaLM's MFU convention); DPO adds the reference model's forward pass (2N) unless its
+    log-probs were computed before training."""
+    flops = 6 * shape["params"] + 12 * shape["layers"] * shape["width"] * sequence
+    return flops + (2 * shape["params"] if method == "dpo" and not precomputed else 0)
+
+
+def peak(device: str, precision: str) -> float | None:
+    return next((p[precision] for name, p in PEAKS.items() if name in device), None)
+
+
+def measured_lengths(work: Path) -> dict:
+    """Token lengths of the pairs this run trained on, with its own tokenizer (for the projection's ratio)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(work / "models" / "base"))
+    out: dict = {"transcript": [], "prompt": [], "chosen": [], "rejected": []}
+    for line in (work / "data/clean/train.jsonl").read_text().splitlines()[:2000]:
+        r = json.loads(line)
+        out["transcript"].append(len(tok(r["prompt"] + " " + r["chosen"])["input_ids"]))
+        out["prompt"].append(len(tok(r["prompt"])["input_ids"]))
+        out["chosen"].append(len(tok(" " + r["chosen"], add_special_tokens=False)["input_ids"]) + 1)
+        out["rejected"].append(len(tok(" " + r["rejected"], add_special_tokens=False)["input_ids"]) + 1)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shape", choices=["real", "tiny"], default="real")
-    ap.add_argument("--sft-steps", type=int, default=300)
-    ap.add_argument("--dpo-steps", type=int, default=200)
+    ap.add_argument("--sft-steps", type=int, default=150)
+    ap.add_argument("--dpo-steps", type=int, default=100)
     ap.add_argument("--pad-to", type=int, metavar="N",
-                    help="pad every training batch to N tokens (the look-alike data's dialogues are shorter than "
-                         "HH-RLHF's: without it the projection is a lower bound, with N = max_length an upper one)")
+                    help="pad every training batch to N tokens (an upper bound on the study's real sequence lengths)")
+    ap.add_argument("--switch", action="append", default=[], choices=sorted(SWITCHES),
+                    help="also run the study's path with only this speed switch on (repeatable)")
     ap.add_argument("--training-only", action="store_true", help="stop after SFT and DPO (no sampling, scoring)")
     ap.add_argument("--keep", type=Path, help="keep the scratch folder here")
     args = ap.parse_args()
-    from commands.rehearse import build
+    from commands.rehearse import build  # (imports stages first: its CPU pin precedes NumPy and torch)
+
+    import numpy as np
 
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     started = time.perf_counter()
@@ -111,36 +209,78 @@ def main() -> None:
     run(work, env, "commands.pin", "--fetch", "--profile", "study")  # the user's one step: pins the judge's pickle
     judge = yaml.safe_load((work / "conf/profile/study.yaml").read_text())["score"]["judges"][0]
     digests = {**manifest["overrides"], "score.judges.0.pickle_sha256": judge["pickle_sha256"]}
-    (work / "params.yaml").write_text(yaml.safe_dump(params(args, digests), sort_keys=False))
-    wall = {}
-    for stage in (["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.train", "base"], ["stages.train", "sft"],
-                  ["stages.train", "dpo"], ["stages.sample", "base"], ["stages.score", "base"]):
-        if args.training_only and stage[0] in ("stages.sample", "stages.score"):
-            continue
-        wall[" ".join(stage)] = run(work, env, *stage)
-        print(f"  {' '.join(stage):22s} {wall[' '.join(stage)]:7.1f} s", file=sys.stderr, flush=True)
-    logs = {p.stem: json.loads(p.read_text()) for p in (work / "logs").glob("*.json")}
-    device = logs["sft"]["device"]
-    lines = [f"GPU check, {time.strftime('%Y-%m-%d')}, {device}, opt-350m shape: {args.shape}; "
-             f"{hms(time.perf_counter() - started)} in all"
-             + (f"; every training batch padded to {args.pad_to} tokens" if args.pad_to else ""), "",
-             "| stage | measured | steps/s | tokens/s | peak GPU memory | projected for the study | the study (A100) |",
-             "|---|---|---|---|---|---|---|"]
-    for name in ("sft", "dpo"):
-        t = logs[name]
-        projected = STUDY_STEPS[name] / t["steps_per_s"] if t["steps_per_s"] else float("nan")
-        tokens = f"{t['tokens_per_s']:,.0f}" if t["tokens_per_s"] else "-"  # TRL logs num_tokens every logging_steps
-        lines.append(f"| {name} | {t['train_runtime_s']} s for {args.sft_steps if name == 'sft' else args.dpo_steps} "
-                     f"steps | {t['steps_per_s']} | {tokens} | {t.get('peak_gpu_memory_gib', '-')} GiB "
-                     f"| {hms(projected)} | {STUDY_TIME[name]} |")
-        if name == "dpo":
-            lines.append(f"| sft_dpo | (as dpo) | | | | {hms(projected)} | {STUDY_TIME['sft_dpo']} |")
-    for name, unit in (("sample@base", "tokens_per_s"), ("score@base", "responses_per_s")):
-        if name not in logs:
-            continue
-        t = logs[name]
-        lines.append(f"| {name} | {t['wall_time_s']} s for 100 prompts | | {t[unit]} {unit.split('_')[0]}/s | "
-                     f"{t.get('peak_gpu_memory_gib', '-')} GiB | {hms(4 * t['wall_time_s'])} (4 models) | |")
+    study = params(args, digests)
+    fast = apply(params(args, digests), {k: v for s in SWITCHES.values() for k, v in s.items()})
+    sets = {"study": study, "fast": fast, **{name: apply(params(args, digests), SWITCHES[name]) for name in args.switch}}
+    (work / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    for stage in (["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.train", "base"]):
+        print(f"  {' '.join(stage):22s} {run(work, env, *stage):7.1f} s", file=sys.stderr, flush=True)
+    logs: dict = {}
+    for name, p in sets.items():  # the same data and base model; each switch set trains sft and dpo
+        (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        for stage in (["stages.train", "sft"], ["stages.train", "dpo"]):
+            seconds = run(work, env, *stage)
+            print(f"  {name:8s} {' '.join(stage):22s} {seconds:7.1f} s", file=sys.stderr, flush=True)
+            logs[(name, stage[1])] = json.loads((work / "logs" / f"{stage[1]}.json").read_text())
+    (work / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    if not args.training_only:
+        for stage in (["stages.sample", "base"], ["stages.score", "base"]):
+            run(work, env, *stage)
+    evaluation = {p.stem: json.loads(p.read_text()) for p in (work / "logs").glob("*@base.json")}
+    device = logs[("study", "sft")]["device"]
+    rng = np.random.default_rng(0)
+    real_lengths = json.loads(LENGTHS.read_text())
+    shape = model_shape(work / "models" / "base")
+    real_rows = sample_rows({**real_lengths["histograms"], "bin": real_lengths["bin"]}, 4000, rng)
+    run_rows = sample_rows(measured_lengths(work), 4000, rng)
+    lines = [f"GPU check, {time.strftime('%Y-%m-%d')}, {device}, opt-350m shape: {args.shape} "
+             f"({shape['params'] / 1e6:.0f}M parameters); {hms(time.perf_counter() - started)} in all"
+             + (f"; every training batch padded to {args.pad_to} tokens" if args.pad_to else ""),
+             f"Real lengths: {real_lengths['source']} ({real_lengths['tokenizer']}; mean transcript "
+             f"{real_lengths['mean']['transcript']} tokens). Peak: NVIDIA's dense figures (bench/gpu_check.py PEAKS).",
+             "", "| switches | stage | measured | steps/s | tokens/s | MFU | peak GPU memory | projected for the study "
+             "| the study (A100) |", "|---|---|---|---|---|---|---|---|---|"]
+    projected: dict = {}
+    for (name, method), t in logs.items():
+        p = sets[name]
+        batch = p["speed"]["per_device_batch"] or p[method]["per_device_train_batch_size"]
+        accumulation = p[method]["per_device_train_batch_size"] * p[method]["gradient_accumulation_steps"] // batch
+        steps_per_s = t["steps_per_s"] or float("nan")
+        # tokens per optimizer step in this run and in the study's real data, at the same batch layout and cuts
+        run_real, run_padded = tokens_per_step(run_rows, method, batch, accumulation)
+        study_real, study_padded = tokens_per_step(real_rows, method, batch, accumulation)
+        # projected: the slower of two bounds, per-step overhead (steps/s as measured) and arithmetic (time in
+        # proportion to padded tokens per step)
+        seconds = STUDY_STEPS[method] / steps_per_s * max(1.0, study_padded / run_padded)
+        projected[(name, method)] = seconds
+        precision = p["distributed"]["mixed_precision"]
+        precision = "tf32" if precision == "fp32" and p["speed"]["tf32"] else precision
+        top = peak(device, precision)
+        flops = flops_per_token(shape, study_real / (batch * accumulation * (1 if method == "sft" else 2)), method,
+                                p["dpo"]["precompute_ref_log_probs"])
+        tokens_per_s = t["tokens_per_s"] or run_real * steps_per_s  # TRL's count where it logs one
+        mfu = f"{100 * tokens_per_s * flops / top:.1f}% of {precision}" if top else "n/a (no GPU peak)"
+        memory = t.get("peak_gpu_memory_gib", "-")
+        steps = args.sft_steps if method == "sft" else args.dpo_steps
+        tokens = f"{t['tokens_per_s']:,.0f}" if t["tokens_per_s"] else "-"
+        lines.append(f"| {name} | {method} | {t['train_runtime_s']} s for {steps} steps | {t['steps_per_s']} | "
+                     f"{tokens} | {mfu} | {memory} GiB | {hms(seconds)} | {STUDY_TIME[method]} |")
+        if method == "dpo":
+            projected[(name, "sft_dpo")] = seconds
+            lines.append(f"| {name} | sft_dpo | (as dpo) | | | | | {hms(seconds)} | {STUDY_TIME['sft_dpo']} |")
+    for name in evaluation:
+        t = evaluation[name]
+        unit = "tokens_per_s" if name.startswith("sample") else "responses_per_s"
+        lines.append(f"| study | {name} | {t['wall_time_s']} s for 100 prompts | | {t[unit]} {unit.split('_')[0]}/s | "
+                     f"| {t.get('peak_gpu_memory_gib', '-')} GiB | {hms(4 * t['wall_time_s'])} (4 models) | |")
+    lines.append("")
+    for name in sets:
+        total = sum(projected[(name, m)] for m in ("sft", "dpo", "sft_dpo"))
+        # ORPO (improved profile) trains 2 epochs of SFT's settings on pairs: estimated at DPO's time per step
+        orpo = projected[(name, "dpo")] * STUDY_STEPS["sft"] / STUDY_STEPS["dpo"]
+        lines.append(f"- {name}: SFT + DPO + SFT+DPO projected {hms(total)}; with ORPO (estimated as DPO's steps/s "
+                     f"x 40,200 steps) {hms(total + orpo)}" + (" (goal for the improved profile: 45 min or less)"
+                                                              if name == "fast" else ""))
     print("\n".join(lines))
     if not args.keep:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -16,10 +16,32 @@ def test_gpu_check_runs_and_projects_the_study(tmp_path):
                          text=True, timeout=1200)
     assert res.returncode == 0, res.stderr[-3000:]
     table = res.stdout
-    assert "| stage | measured | steps/s | tokens/s | peak GPU memory | projected for the study |" in table
-    for row in ("| sft | ", "| dpo | ", "| sft_dpo | ", "| sample@base | ", "| score@base | "):
+    assert "| switches | stage | measured | steps/s | tokens/s | MFU | peak GPU memory | projected for the study |" in table
+    for row in ("| study | sft | ", "| study | dpo | ", "| study | sft_dpo | ", "| fast | sft | ", "| fast | dpo | ",
+                "| study | sample@base | ", "| study | score@base | "):
         assert row in table
     assert "| 3h02m |" in table  # the study's own SFT time, beside the projection
+    assert "n/a (no GPU peak)" in table  # MFU needs a GPU's peak
+    assert "Real lengths: Anthropic/hh-rlhf harmless-base test" in table  # projected from bench/hh_lengths.json
+    assert "- fast: SFT + DPO + SFT+DPO projected " in table and "goal for the improved profile" in table
+
+
+def test_projection_arithmetic():
+    """Tokens per optimizer step at the study's cuts, FLOPs per token, and the peak looked up by GPU name."""
+    gpu_check = gpu_check_module()
+    rows = [{"transcript": 600, "prompt": 700, "chosen": 100, "rejected": 500}] * 4 + \
+        [{"transcript": 100, "prompt": 10, "chosen": 10, "rejected": 20}] * 4
+    # SFT, 2 x 4: 4 long (cut at 512) and 4 short transcripts; micro-batches pad to their longest
+    assert gpu_check.tokens_per_step(rows, "sft", 2, 4) == (4 * 512 + 4 * 100, 4 * 512 + 4 * 100)
+    assert gpu_check.tokens_per_step(rows, "sft", 8, 1) == (4 * 512 + 4 * 100, 8 * 512)
+    # DPO: prompt's last 512 + reply, cut at 1024; chosen and rejected of a micro-batch padded together
+    real, padded = gpu_check.tokens_per_step(rows[:2], "dpo", 2, 1)
+    assert (real, padded) == (2 * (612 + 1012), 4 * 1012)
+    shape = {"params": 331e6, "layers": 24, "width": 1024}
+    assert gpu_check.flops_per_token(shape, 160, "sft", False) == 6 * 331e6 + 12 * 24 * 1024 * 160
+    assert gpu_check.flops_per_token(shape, 160, "dpo", False) - gpu_check.flops_per_token(shape, 160, "dpo", True) \
+        == 2 * 331e6
+    assert gpu_check.peak("NVIDIA H200 (1 GPU)", "bf16") == 989.4e12 and gpu_check.peak("cpu (2 threads)", "bf16") is None
 
 
 def gpu_check_module():

@@ -115,11 +115,13 @@ def load_tokenizer(path: str, revision: str | None = None, padding_side: str = "
     return tok
 
 
-def load_causal_lm(path: str, revision: str | None = None):
-    """A causal LM, in float32 (every model the pipeline writes is saved as safetensors)."""
+def load_causal_lm(path: str, revision: str | None = None, attn_implementation: str | None = None):
+    """A causal LM, in float32 (every model the pipeline writes is saved as safetensors); `attn_implementation`:
+    transformers' attention kernel (None: its default, sdpa for OPT)."""
     from transformers import AutoModelForCausalLM
 
-    return load_pretrained(AutoModelForCausalLM, path, revision)[0]
+    kernel = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    return load_pretrained(AutoModelForCausalLM, path, revision, **kernel)[0]
 
 
 def load_policy(folder: str | Path):

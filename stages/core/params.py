@@ -197,6 +197,14 @@ class MetricsParams(Section):
     confidence: float = Field(gt=0.0, lt=1.0)
 
 
+class SpeedParams(Section):
+    per_device_batch: Optional[int] = Field(ge=1)  # null: each method's own; accumulation scaled to keep the product
+    tf32: bool
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"]
+    dataloader_workers: int = Field(ge=0, le=64)
+    torch_compile: bool
+
+
 class DistributedParams(Section):
     num_processes: int = PosInt
     config_file: Optional[str]  # an accelerate config (configs/ddp.yaml, fsdp.yaml, zero2.yaml, zero3.yaml)
@@ -223,6 +231,7 @@ class Params(Section):
     sample: SampleParams
     score: ScoreParams
     metrics: MetricsParams
+    speed: SpeedParams
     distributed: DistributedParams
 
     @model_validator(mode="after")

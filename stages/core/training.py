@@ -23,6 +23,7 @@ from typing import Any
 from . import distributed as dist
 from .checkpoints import last_complete
 from .io import StageError, first_line, fresh_tmp_dir, replace_dir, write_json, write_text
+from .modeling import load_causal_lm, load_tokenizer
 from .progress import duration, interactive
 from .runinfo import log_timing, run_info
 
@@ -34,6 +35,8 @@ SET_BY_TOP_LEVEL = {"seed": "seed", "data_seed": "seed", "bf16": "distributed.mi
 OWNED = {"output_dir", "report_to", "save_strategy", "save_total_limit", "save_only_model", "disable_tqdm",
          "use_cpu", "eval_strategy", "push_to_hub", "resume_from_checkpoint", "overwrite_output_dir",
          "dataset_num_proc", "dataloader_pin_memory"}
+SET_BY_SPEED = {"tf32": "speed.tf32", "torch_compile": "speed.torch_compile",
+                "dataloader_num_workers": "speed.dataloader_workers"}
 NEVER = {"trust_remote_code", "model_init_kwargs"}  # no code from a model repository runs here (README: Safety)
 # Fields that make TRL or transformers fetch from (or push to) the hub with no pinned commit or digest: a hub id as
 # chat_template_path would replace the tokenizer and resize the model. A local chat template file is allowed.
@@ -75,20 +78,22 @@ def validate_section(cls, values: dict, key: str):
         raise StageError(f"params.yaml: {key}.{_describe(exc.errors()[0])}") from None
 
 
-def trl_config(cls, fields: dict, managed: dict, key: str, owned: dict | None = None, d=None):
+def trl_config(cls, fields: dict, managed: dict, key: str, owned: dict | None = None, d=None, speed=None):
     """cls(**fields, **managed): `fields` are the TRL fields of the params section `key`, each checked against cls
     (unknown, refused and mistyped fields stop here with their name, before any model loads); `managed` are the
     fields the pipeline sets; `owned` maps fields a method sets from its own keys to those keys. The study's Trainer
     defaults (DEFAULTS) apply unless the section sets them; `d` (params.distributed) keeps per-device batch x
-    accumulation x processes at what the section says."""
+    accumulation x processes at what the section says; `speed` (params.speed) may move per-device batch into
+    accumulation's place, keeping their product."""
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     values = {}
     for name, value in fields.items():
         if name not in names:
             raise StageError(f"params.yaml: {key}.{name}: not a field of trl.{cls.__name__} (typo?)")
-        if name in SET_BY_TOP_LEVEL:
-            raise StageError(f"params.yaml: {key}.{name}: set it with {SET_BY_TOP_LEVEL[name]}")
+        if name in SET_BY_TOP_LEVEL or name in SET_BY_SPEED:
+            raise StageError(f"params.yaml: {key}.{name}: set it with "
+                             f"{SET_BY_TOP_LEVEL.get(name) or SET_BY_SPEED[name]}")
         if owned and name in owned:
             raise StageError(f"params.yaml: {key}.{name}: set it with {key}.{owned[name]}")
         if name in OWNED:
@@ -103,12 +108,37 @@ def trl_config(cls, fields: dict, managed: dict, key: str, owned: dict | None = 
             raise StageError(f"params.yaml: {key}.{name}: expected {type_name(hint)}, got "
                              f"{type(value).__name__} {value!r}")
         values[name] = float(value) if hint is float and isinstance(value, int) else value
+    values |= batch_for_speed(values, speed, key)
     batch = values.get("per_device_train_batch_size", 8)
     values["gradient_accumulation_steps"] = dist.accumulation_steps(values.get("gradient_accumulation_steps", 1), d)
     try:
         return cls(**{**DEFAULTS, "per_device_eval_batch_size": batch, **managed, **values})  # refused fields never reach values
     except (TypeError, ValueError) as exc:
         raise StageError(f"params.yaml: {key}: {first_line(exc)}") from None
+
+
+def batch_for_speed(values: dict, speed, key: str) -> dict:
+    """`speed.per_device_batch: N`: N sequences per device and the accumulation divided so that their product (the
+    effective batch) is what the section says: the same examples in each optimizer step."""
+    if speed is None or speed.per_device_batch is None:
+        return {}
+    batch, accumulation = values.get("per_device_train_batch_size", 8), values.get("gradient_accumulation_steps", 1)
+    effective = batch * accumulation
+    if effective % speed.per_device_batch:
+        raise StageError(f"params.yaml: speed.per_device_batch: {speed.per_device_batch} does not divide {key}'s "
+                         f"effective batch ({batch} x {accumulation} = {effective})")
+    return {"per_device_train_batch_size": speed.per_device_batch,
+            "gradient_accumulation_steps": effective // speed.per_device_batch}
+
+
+def speed_fields(speed) -> dict:
+    """TrainingArguments fields of params.speed: TF32 only where a CUDA GPU runs the matmuls."""
+    import torch
+
+    if speed is None:
+        return {}
+    return {"tf32": True if speed.tf32 and torch.cuda.is_available() else None,
+            "torch_compile": speed.torch_compile, "dataloader_num_workers": speed.dataloader_workers}
 
 
 def pipeline_fields(output_dir: Path, seed: int, d=None) -> dict:
@@ -394,8 +424,14 @@ class Job:
         """The method's TRL config: the section's fields, the pipeline's (checkpoints in the run's folder, seed,
         precision) and `managed`, the ones the method sets."""
         return trl_config(cls, self.fields, {**pipeline_fields(self.run.ckpt_dir, self.params.seed,
-                                                               self.params.distributed), **managed},
-                          self.key, owned, self.params.distributed)
+                                                               self.params.distributed),
+                                             **speed_fields(self.params.speed), **managed},
+                          self.key, owned, self.params.distributed, self.params.speed)
+
+    def load_start(self):
+        """(tokenizer, model) of the start model, with the attention kernel params.speed names."""
+        tok = load_tokenizer(str(self.start))
+        return tok, load_causal_lm(str(self.start), attn_implementation=self.params.speed.attn_implementation)
 
 
 def parse_method(module, params, method: str):
@@ -409,7 +445,8 @@ def method_config(module, params, method: str, output_dir: Path):
     """The TRL config a method trains with (checkpoints in `output_dir`), from its params section."""
     own, fields, key = parse_method(module, params, method)
     return trl_config(module.config_class(), fields, {**pipeline_fields(output_dir, params.seed, params.distributed),
-                                                      **module.managed(own)}, key, module.OWNED, params.distributed)
+                                                      **speed_fields(params.speed), **module.managed(own)},
+                      key, module.OWNED, params.distributed, params.speed)
 
 
 def check_methods(params, load) -> None:

@@ -32,7 +32,7 @@ from pydantic import Field
 from stages.core import hh
 from stages.core import params as P
 from stages.core.io import StageError, read_jsonl
-from stages.core.modeling import count_trainable, fit_prompt, load_causal_lm, load_tokenizer
+from stages.core.modeling import count_trainable, fit_prompt
 from stages.core.training import HELDOUT, Job, Trained, effective_batch_size, throughput
 
 DESCRIPTION = "DPO (LoRA)"  # on its model card (stages/release.py)
@@ -135,8 +135,7 @@ def train(job: Job) -> Trained:
     if not heldout:
         raise StageError(f"{HELDOUT}: no preference pairs")
     cfg = job.config(config_class(), OWNED, **managed(own))  # checked before anything is loaded
-    tok = load_tokenizer(str(job.start))
-    model = load_causal_lm(str(job.start))
+    tok, model = job.load_start()
     check_lora_targets(model, own.lora.target_modules, job.start)
     resume = job.run.resume_from()
     trainer = build_trainer(own, cfg, model, tok, job.rows, heldout, job.run.callbacks(resume=bool(resume)))

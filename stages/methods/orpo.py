@@ -20,7 +20,7 @@ from pydantic import Field
 
 from stages.core import params as P
 from stages.core.io import StageError, read_jsonl
-from stages.core.modeling import count_trainable, fit_prompt, load_causal_lm, load_tokenizer
+from stages.core.modeling import count_trainable, fit_prompt
 from stages.core.training import HELDOUT, Job, Trained, effective_batch_size, throughput
 
 DESCRIPTION = "ORPO (SFT and preference alignment in one full fine-tune)"  # on its model card (stages/release.py)
@@ -61,8 +61,7 @@ def train(job: Job) -> Trained:
     if not heldout:
         raise StageError(f"{HELDOUT}: no preference pairs")
     cfg = job.config(config_class(), OWNED, **managed(job.own))  # checked before anything is loaded
-    tok = load_tokenizer(str(job.start))
-    model = load_causal_lm(str(job.start))
+    tok, model = job.load_start()
     resume = job.run.resume_from()
     trainer = ORPOTrainer(model=model, args=cfg, train_dataset=preference_dataset(job.rows, tok, cfg.max_length),
                           eval_dataset=preference_dataset(heldout, tok, cfg.max_length), processing_class=tok,

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from stages.core import hh
 from stages.core import params as P
-from stages.core.modeling import count_trainable, fit_prompt, load_causal_lm, load_tokenizer
+from stages.core.modeling import count_trainable, fit_prompt
 from stages.core.training import Job, Trained, effective_batch_size, throughput
 
 DESCRIPTION = "supervised fine-tuning on HH-RLHF's chosen replies"  # on its model card (stages/release.py)
@@ -55,8 +55,7 @@ def build_trainer(own: Params, cfg, model, tok, rows: list[dict], callbacks=None
 
 def train(job: Job) -> Trained:
     cfg = job.config(config_class(), OWNED, **managed(job.own))  # checked before anything is loaded
-    tok = load_tokenizer(str(job.start))
-    model = load_causal_lm(str(job.start))
+    tok, model = job.load_start()
     resume = job.run.resume_from()
     trainer = build_trainer(job.own, cfg, model, tok, job.rows, job.run.callbacks(resume=bool(resume)))
     job.run.attach(trainer)
