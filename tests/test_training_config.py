@@ -93,6 +93,19 @@ def test_a_typo_in_any_used_method_stops_the_first_training_stage(study):
         check_methods(P.validate({**study, "dpo": {**study["dpo"], "bta": 0.2}}), methods.load)
 
 
+def test_the_check_of_other_methods_leaves_the_process_count_to_their_own_stage(study, monkeypatch, tmp_path):
+    """Under 2 processes, train@sft (accumulation 4) must not stop on base.pretrain's accumulation of 1: only the
+    method being trained divides its accumulation among this run's processes."""
+    from stages.core import distributed
+
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)  # (TrainingArguments itself stays single-process)
+    params = P.validate(study)
+    check_methods(params, methods.load)
+    assert method_config(methods.load("sft"), params, "sft", tmp_path).gradient_accumulation_steps == 2
+    with pytest.raises(StageError, match="gradient_accumulation_steps 1 is not a multiple of the 2 processes"):
+        method_config(methods.load("base"), params, "base", tmp_path)
+
+
 def test_cpu_default_response_only_sft(monkeypatch, tmp_path):
     monkeypatch.chdir(ROOT)
     assert config(compose.compose("cpu"), "sft", tmp_path).completion_only_loss is True

@@ -441,20 +441,22 @@ def parse_method(module, params, method: str):
     return own, fields, key
 
 
-def method_config(module, params, method: str, output_dir: Path):
-    """The TRL config a method trains with (checkpoints in `output_dir`), from its params section."""
+def method_config(module, params, method: str, output_dir: Path, processes: bool = True):
+    """The TRL config a method trains with (checkpoints in `output_dir`), from its params section. `processes=False`
+    leaves out the division of accumulation among processes (checked when that method's own stage runs)."""
     own, fields, key = parse_method(module, params, method)
+    d = params.distributed if processes else None
     return trl_config(module.config_class(), fields, {**pipeline_fields(output_dir, params.seed, params.distributed),
                                                       **speed_fields(params.speed), **module.managed(own)},
-                      key, module.OWNED, params.distributed, params.speed)
+                      key, module.OWNED, d, params.speed)
 
 
 def check_methods(params, load) -> None:
     """Every method the table uses: its section parses and its TRL config builds (no model is loaded), so a typo in
     dpo's section stops the first training stage, not the one after hours of SFT."""
     for method in dict.fromkeys(e.method for e in params.models.values()):
-        with tempfile.TemporaryDirectory() as tmp:
-            method_config(load(method), params, method, Path(tmp))
+        with tempfile.TemporaryDirectory() as tmp:  # (this process's count divides only its own method's accumulation)
+            method_config(load(method), params, method, Path(tmp), processes=False)
 
 
 def run_method(name: str, params, load) -> None:
