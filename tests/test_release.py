@@ -10,11 +10,15 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from .conftest import sh
+from .conftest import ROOT, default_params, sh
 
 GIT = "git -c user.email=t@t -c user.name=t"
-MODELS = {"base": "base", "sft": "sft", "dpo": "dpo", "sft_dpo": "sft-dpo"}
+# model -> its DVC artifact (dvc.yaml `artifacts:`), for every model of the default table
+ARTIFACTS = {Path(a["path"]).name: name for name, a in yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"].items()
+             if a["path"].startswith("models/release/")}
+MODELS = {model: ARTIFACTS[model] for model in default_params()["models"]}
 
 
 def digests(folder: Path) -> dict:
@@ -24,7 +28,9 @@ def digests(folder: Path) -> dict:
 def card_metrics(card_file: Path) -> dict:
     from huggingface_hub import ModelCard
 
-    keys = {"harmlessness_rate": "hmr", "helpfulness_rate": "hpr", "combined_alignment_score": "cas"}
+    from stages.core.rates import RATES
+
+    keys = {card_type: key for key, (_, card_type, _) in RATES.items()}
     out: dict = {}
     for r in ModelCard.load(card_file).data.eval_results:
         out.setdefault(r.metric_name.split("(")[-1].rstrip(")"), {})[keys[r.metric_type]] = r.metric_value

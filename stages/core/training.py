@@ -1,9 +1,10 @@
-"""What the training stages (`base`, `sft`, `dpo`) share: TRL configs from params, the run's checkpoints, curves,
-guards and progress, and the atomic save of the trained model with its run record.
+"""What every training method (stages/methods/) shares: the outline load -> train -> guard -> save -> record
+(`run_method`), TRL configs from params, the run's checkpoints, curves, guards and progress, and the atomic save of
+the trained model with its run record.
 
-TRL configs: the project's own params (learning rate, epochs, batch, lengths, ...) map to TRL fields; any other field
-of TRL's SFTConfig / DPOConfig can be set in the section's `trainer:` mapping (as alignment-handbook recipes do),
-validated against TRL's own config class: an unknown field is refused with its name.
+TRL configs: a method's params section is its TRL config (as alignment-handbook recipes are), less the project's own
+keys the method's module names; each field is checked against TRL's own config class (unknown, mistyped, set by the
+pipeline or by another param, or refused for safety) before any model loads, in one line naming it.
 """
 from __future__ import annotations
 
