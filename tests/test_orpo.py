@@ -28,9 +28,13 @@ def test_orpo_is_in_the_improved_profile_and_never_in_the_study(monkeypatch):
     improved = P.validate(compose.compose("improved"))
     cfg = method_config(methods.load("orpo"), improved, "orpo", ROOT / "checkpoints" / "unused")
     # like for like with the study's SFT: its optimiser settings, read from the sft section (`${sft.*}`)
-    assert (cfg.learning_rate, cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps, cfg.max_length) == \
-        (2e-5, 2, 4, 512)
-    assert cfg.bf16 is False and cfg.beta == 0.1
+    section = improved.section("orpo")
+    assert (section["learning_rate"], section["per_device_train_batch_size"], section["gradient_accumulation_steps"],
+            section["max_length"]) == (2e-5, 2, 4, 512)
+    # (the improved profile's speed.per_device_batch lays the same effective batch of 8 out as 8 x 1)
+    assert (cfg.learning_rate, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps, cfg.max_length) == \
+        (2e-5, 8, 512)
+    assert cfg.beta == 0.1
 
 
 def test_orpo_loss_is_nll_plus_the_odds_ratio_term(tmp_path, monkeypatch):
