@@ -16,7 +16,6 @@ through the adapter on its start model) is released as merged weights (start mod
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path

@@ -9,22 +9,15 @@ curves in metrics/training/<model>/live.
 """
 from __future__ import annotations
 
-import argparse
-
 from stages import methods
-from stages.core import params as P
-from stages.core.io import StageError, fail_cleanly
+from stages.core.io import fail_cleanly
+from stages.core.modeling import per_model_stage
 from stages.core.training import run_method
 
 
 @fail_cleanly
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model")
-    name = ap.parse_args(argv).model
-    params = P.load()
-    if name not in params.models:
-        raise StageError(f"params.yaml: models: no model '{name}' (the table has {', '.join(params.models)})")
+    name, params = per_model_stage(argv, __doc__.splitlines()[0])  # the model argument, checked against the table
     run_method(name, params, methods.load)
 
 

@@ -1,8 +1,6 @@
 """clean: every named rule fires on a pair written to trigger it, and input = kept + drops."""
 import json
 
-import pytest
-
 from stages import clean, download, prompts
 from stages.core import params as P
 

@@ -408,6 +408,7 @@ class Trained:
 class Job:
     """One model of the table being trained by its method: everything the method's `train(job)` reads."""
     name: str  # the model: models/<name>, metrics/<name>
+    module: Any  # the method's module (stages/methods/<method>.py)
     params: Any  # the whole params.yaml (stages/core/params.py)
     own: Any  # the method's project keys (its module's Params)
     fields: dict  # the section's TRL config fields
@@ -421,13 +422,19 @@ class Job:
         start = self.params.start_model(self.name)
         return Path("models") / start if start else None
 
-    def config(self, cls, owned: dict | None = None, **managed):
+    def config(self):
         """The method's TRL config: the section's fields, the pipeline's (checkpoints in the run's folder, seed,
-        precision) and `managed`, the ones the method sets."""
-        return trl_config(cls, self.fields, {**pipeline_fields(self.run.ckpt_dir, self.params.seed,
-                                                               self.params.distributed),
-                                             **speed_fields(self.params.speed), **managed},
-                          self.key, owned, self.params.distributed, self.params.speed)
+        precision, speed) and the ones the method sets from its own keys."""
+        return build_config(self.module, self.own, self.fields, self.key, self.params, self.run.ckpt_dir)
+
+    def heldout(self, pairs: int) -> list[dict]:
+        """The first `pairs` held-out preference pairs (test split, never trained on), for evaluation curves."""
+        from .io import read_jsonl
+
+        rows = read_jsonl(HELDOUT)[:pairs]
+        if not rows:
+            raise StageError(f"{HELDOUT}: no preference pairs")
+        return rows
 
     def load_start(self):
         """(tokenizer, model) of the start model, with the attention kernel params.speed names."""
@@ -442,14 +449,31 @@ def parse_method(module, params, method: str):
     return own, fields, key
 
 
-def method_config(module, params, method: str, output_dir: Path, processes: bool = True):
-    """The TRL config a method trains with (checkpoints in `output_dir`), from its params section. `processes=False`
-    leaves out the division of accumulation among processes (checked when that method's own stage runs)."""
-    own, fields, key = parse_method(module, params, method)
+def build_config(module, own, fields: dict, key: str, params, output_dir: Path, processes: bool = True):
+    """A method's TRL config from its parsed section (checkpoints in `output_dir`). `processes=False` leaves out the
+    division of accumulation among processes (checked when that method's own stage runs)."""
     d = params.distributed if processes else None
     return trl_config(module.config_class(), fields, {**pipeline_fields(output_dir, params.seed, params.distributed),
                                                       **speed_fields(params.speed), **module.managed(own)},
                       key, module.OWNED, d, params.speed)
+
+
+def method_config(module, params, method: str, output_dir: Path, processes: bool = True):
+    """The TRL config a method trains with (checkpoints in `output_dir`), from its params section."""
+    return build_config(module, *parse_method(module, params, method), params, output_dir, processes)
+
+
+def model_writer(saver, tok):
+    """write(folder) for Trained: the model (a trainer's save_model, or a model's safetensors save_pretrained, float32)
+    and its tokenizer."""
+    def write(folder: Path):
+        if hasattr(saver, "save_model"):
+            saver.save_model(str(folder))
+        else:
+            saver.save_pretrained(folder)
+        tok.save_pretrained(folder)
+
+    return write
 
 
 def check_methods(params, load) -> None:
@@ -481,7 +505,7 @@ def run_method(name: str, params, load) -> None:
     start_record = (Path("models") / start / "run.json").read_text() if start else ""
     run = TrainingRun(name, Path("models") / name, TRAINING_METRICS / name / "live",
                       (params.section(method), params.seed, len(rows), start_record))
-    job = Job(name=name, params=params, own=own, fields=fields, key=key, rows=rows, run=run)
+    job = Job(name=name, module=module, params=params, own=own, fields=fields, key=key, rows=rows, run=run)
     trained = module.train(job)
     run.save(trained.write, trained.metrics, record=trained.record, timing=trained.timing)
     print(f"{name}: saved {run.out_dir}")

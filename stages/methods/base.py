@@ -8,7 +8,6 @@ Its TRL section is `base.pretrain` (SFTConfig fields).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 from pydantic import Field
@@ -16,7 +15,7 @@ from pydantic import Field
 from stages.core import hh
 from stages.core import params as P
 from stages.core.modeling import count_trainable, load_pretrained, load_tokenizer
-from stages.core.training import Job, Trained, throughput
+from stages.core.training import Job, Trained, model_writer, throughput
 
 START_LOSS_TEXTS = 64  # pretrained path: transcripts for the starting loss
 DESCRIPTION = "the base model (no alignment training)"  # on its model card (stages/release.py)
@@ -73,17 +72,6 @@ def dialogue_texts(rows: list[dict]) -> list[str]:
     return list(seen)
 
 
-def save_with(model_or_trainer, tok):
-    def write(tmp: Path):
-        if hasattr(model_or_trainer, "save_model"):
-            model_or_trainer.save_model(str(tmp))
-        else:
-            model_or_trainer.save_pretrained(tmp)  # safetensors (transformers 5 writes nothing else), float32
-        tok.save_pretrained(tmp)
-
-    return write
-
-
 def pretrained(job: Job) -> Trained:
     """Save `base.pretrained` as safetensors in float32, and log its loss on training transcripts (SFT's starting
     point: a wrong or broken checkpoint shows here, before hours of training)."""
@@ -92,7 +80,7 @@ def pretrained(job: Job) -> Trained:
     from trl import SFTTrainer
 
     b = job.params.base
-    cfg = job.config(config_class(), OWNED, **managed(job.own))
+    cfg = job.config()
     tok = load_tokenizer(b.pretrained, b.revision)
     # facebook/opt-350m is published only as pytorch_model.bin: read once here, with its digest checked against
     # base.pickle_sha256, and saved as safetensors, which is all any later stage loads
@@ -102,7 +90,7 @@ def pretrained(job: Job) -> Trained:
     trainer = SFTTrainer(model=model, args=cfg, train_dataset=texts_data, eval_dataset=texts_data, processing_class=tok,
                          callbacks=job.run.callbacks(resume=False))
     start_loss = trainer.evaluate()["eval_loss"]
-    return Trained(save_with(model, tok), {"parameters": count_trainable(model), "start_loss": round(start_loss, 4),
+    return Trained(model_writer(model, tok), {"parameters": count_trainable(model), "start_loss": round(start_loss, 4),
                                            "start_loss_texts": len(texts)}, record=origin)
 
 
@@ -111,7 +99,7 @@ def scratch(job: Job) -> Trained:
     from trl import SFTTrainer
 
     texts = dialogue_texts(job.rows)
-    cfg = job.config(config_class(), OWNED, **managed(job.own))
+    cfg = job.config()
     tok = train_tokenizer(texts, job.params.base.scratch.vocab_size)
     model = build_model(tok, job.params.base.scratch)
     resume = job.run.resume_from()
@@ -119,7 +107,7 @@ def scratch(job: Job) -> Trained:
                          processing_class=tok, callbacks=job.run.callbacks(resume=bool(resume)))
     job.run.attach(trainer)
     out = trainer.train(resume_from_checkpoint=resume)
-    return Trained(save_with(trainer, tok), {"final_loss": round(out.training_loss, 4), "steps": out.global_step,
+    return Trained(model_writer(trainer, tok), {"final_loss": round(out.training_loss, 4), "steps": out.global_step,
                                              "parameters": count_trainable(model), "vocab_size": len(tok)},
                    record={"source": "scratch", "precision": job.params.distributed.mixed_precision},
                    timing=throughput(trainer, out))

@@ -31,9 +31,9 @@ from pydantic import Field
 
 from stages.core import hh
 from stages.core import params as P
-from stages.core.io import StageError, read_jsonl
+from stages.core.io import StageError
 from stages.core.modeling import count_trainable, fit_prompt
-from stages.core.training import HELDOUT, Job, Trained, effective_batch_size, throughput
+from stages.core.training import Job, Trained, effective_batch_size, throughput
 
 DESCRIPTION = "DPO (LoRA)"  # on its model card (stages/release.py)
 TAGS = ["dpo", "lora"]  # the card's hub tags
@@ -131,10 +131,8 @@ def build_trainer(own: Params, cfg, model, tok, rows: list[dict], heldout: list[
 
 def train(job: Job) -> Trained:
     own = job.own
-    heldout = read_jsonl(HELDOUT)[: own.eval_pairs]
-    if not heldout:
-        raise StageError(f"{HELDOUT}: no preference pairs")
-    cfg = job.config(config_class(), OWNED, **managed(own))  # checked before anything is loaded
+    heldout = job.heldout(own.eval_pairs)
+    cfg = job.config()  # checked before anything is loaded
     tok, model = job.load_start()
     check_lora_targets(model, own.lora.target_modules, job.start)
     resume = job.run.resume_from()

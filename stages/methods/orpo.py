@@ -13,15 +13,13 @@ trains it and checks what it optimises, so a TRL upgrade that moves or changes i
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
 from pydantic import Field
 
 from stages.core import params as P
-from stages.core.io import StageError, read_jsonl
 from stages.core.modeling import count_trainable, fit_prompt
-from stages.core.training import HELDOUT, Job, Trained, effective_batch_size, throughput
+from stages.core.training import Job, Trained, effective_batch_size, model_writer, throughput
 
 DESCRIPTION = "ORPO (SFT and preference alignment in one full fine-tune)"  # on its model card (stages/release.py)
 TAGS = ["orpo"]  # the card's hub tags
@@ -54,13 +52,10 @@ def preference_dataset(rows: list[dict], tok, max_length: int):
 
 
 def train(job: Job) -> Trained:
-    config_class()
+    heldout = job.heldout(job.own.eval_pairs)
+    cfg = job.config()  # checked before anything is loaded (and TRL's experimental module imported, silenced)
     from trl.experimental.orpo import ORPOTrainer
 
-    heldout = read_jsonl(HELDOUT)[: job.own.eval_pairs]
-    if not heldout:
-        raise StageError(f"{HELDOUT}: no preference pairs")
-    cfg = job.config(config_class(), OWNED, **managed(job.own))  # checked before anything is loaded
     tok, model = job.load_start()
     resume = job.run.resume_from()
     trainer = ORPOTrainer(model=model, args=cfg, train_dataset=preference_dataset(job.rows, tok, cfg.max_length),
@@ -70,10 +65,6 @@ def train(job: Job) -> Trained:
     out = trainer.train(resume_from_checkpoint=resume)
     final = trainer.evaluate()
 
-    def write(tmp: Path):
-        trainer.save_model(str(tmp))
-        tok.save_pretrained(tmp)
-
     metrics = {
         "final_loss": round(out.training_loss, 4), "steps": out.global_step,
         "effective_batch_size": effective_batch_size(trainer.args), "trainable_parameters": count_trainable(model),
@@ -81,6 +72,6 @@ def train(job: Job) -> Trained:
         "heldout_reward_accuracy": round(final.get("eval_rewards/accuracies", float("nan")), 4),
         "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),
     }
-    return Trained(write, metrics, timing=throughput(trainer, out),
+    return Trained(model_writer(trainer, tok), metrics, timing=throughput(trainer, out),
                    record={"start": str(job.start), "beta": cfg.beta,
                            "precision": job.params.distributed.mixed_precision})

@@ -13,7 +13,7 @@ from pydantic import Field
 from stages.core import hh
 from stages.core import params as P
 from stages.core.modeling import count_trainable, fit_prompt
-from stages.core.training import Job, Trained, effective_batch_size, throughput
+from stages.core.training import Job, Trained, effective_batch_size, model_writer, throughput
 
 DESCRIPTION = "supervised fine-tuning on HH-RLHF's chosen replies"  # on its model card (stages/release.py)
 TAGS = ["sft"]  # the card's hub tags
@@ -54,19 +54,15 @@ def build_trainer(own: Params, cfg, model, tok, rows: list[dict], callbacks=None
 
 
 def train(job: Job) -> Trained:
-    cfg = job.config(config_class(), OWNED, **managed(job.own))  # checked before anything is loaded
+    cfg = job.config()  # checked before anything is loaded
     tok, model = job.load_start()
     resume = job.run.resume_from()
     trainer = build_trainer(job.own, cfg, model, tok, job.rows, job.run.callbacks(resume=bool(resume)))
     job.run.attach(trainer)
     out = trainer.train(resume_from_checkpoint=resume)
 
-    def write(tmp):
-        trainer.save_model(str(tmp))
-        tok.save_pretrained(tmp)
-
     print(f"{job.name}: loss {out.training_loss:.3f}")
-    return Trained(write, {"final_loss": round(out.training_loss, 4), "steps": out.global_step,
+    return Trained(model_writer(trainer, tok), {"final_loss": round(out.training_loss, 4), "steps": out.global_step,
                            "effective_batch_size": effective_batch_size(trainer.args),
                            "trainable_parameters": count_trainable(model)},
                    record={"start": str(job.start), "loss_on": job.own.loss_on,
