@@ -92,12 +92,15 @@ def experiments() -> tuple[dict, list[dict]]:
     return entry(base), done
 
 
-def select_runs(baseline: dict, runs: list[dict], by: str | None) -> list[dict]:
-    """The baseline and the experiments whose params differ from it only in `seed` (and `by`)."""
+def select_runs(baseline: dict, runs: list[dict], by: str | None, reference: dict | None = None) -> list[dict]:
+    """The runs whose params differ from the reference's only in `seed` (and `by`): the baseline commit's params, or
+    those conf/ composes with the overrides a sweep fixed (`-S sft.max_steps=5`; the baseline then counts only if it
+    matches them)."""
     free = {"seed", by} if by else {"seed"}
-    keys = baseline["params"].keys() - free
-    return [baseline] + [r for r in runs if r["params"].keys() - free == keys
-                         and all(r["params"][k] == baseline["params"][k] for k in keys)]
+    ref = reference if reference is not None else baseline["params"]
+    keys = ref.keys() - free
+    return [r for r in [baseline, *runs] if r["params"].keys() - free == keys
+            and all(r["params"][k] == ref[k] for k in keys)]
 
 
 def read_outcomes(rev: str) -> dict:
@@ -279,9 +282,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--by", help="a swept param (dpo.beta); without it, the runs differ only in seed")
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--readme", action="store_true", help="also show the seeds' table and claims in README.md")
+    ap.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="the runs to pool are those conf/ composes with these overrides (a sweep's fixed `-S`; "
+                         "python -m commands.sweep prints them) instead of the baseline commit's params")
     args = ap.parse_args(argv)
     baseline, finished = experiments()
-    runs = select_runs(baseline, finished, args.by)
+    reference = None
+    if args.overrides:
+        from commands.sweep import composed
+
+        reference = composed(args.overrides)
+    runs = select_runs(baseline, finished, args.by, reference)
+    if not runs:
+        raise StageError("no finished experiment has the params given by -S (python -m commands.sweep --list)")
     outcomes = [read_outcomes(r["rev"]) for r in runs]
     seeds = [r["params"]["seed"] for r in runs]
     if args.by:
@@ -291,12 +304,12 @@ def main(argv: list[str] | None = None) -> None:
         if len(groups) < 2:
             raise StageError(f"{args.by}: the experiments hold one value only (queue a sweep: README, Experiments)")
         out_dir = Path("metrics/sweeps") / args.by
-        sweep_outputs(groups, args.by, args.resamples, 0, out_dir, labels(baseline["params"]))
+        sweep_outputs(groups, args.by, args.resamples, 0, out_dir, labels(runs[0]["params"]))
         print(f"gather: {len(runs)} runs over {len(groups)} values of {args.by} -> {out_dir}")
         return
     if len(set(seeds)) < len(seeds):
         raise StageError(f"seeds {seeds}: two runs share a seed (one experiment per seed)")
-    names = labels(baseline["params"])
+    names = labels(runs[0]["params"])
     summary = summarise(outcomes, args.resamples, 0, names)
     markdown = seeds_markdown(summary, seeds, names)
     write_json("metrics/seeds.json", {"seeds": seeds} | summary)

@@ -30,6 +30,10 @@ def test_only_runs_that_differ_in_seed_or_the_swept_param_are_pooled():
     other = run({"seed": 2, "dpo.beta": 0.1, "sft.learning_rate": 5e-4})
     assert gather.select_runs(base, [seed, beta, other], None) == [base, seed]
     assert gather.select_runs(base, [seed, beta, other], "dpo.beta") == [base, seed, beta]
+    # a sweep's fixed overrides as the reference: the runs that share them, the baseline left out when it does not
+    swept = {"seed": 0, "dpo.beta": 0.1, "sft.learning_rate": 5e-4}
+    assert gather.select_runs(base, [seed, beta, other], None, swept) == [other]
+    assert gather.select_runs(base, [seed, beta, other], "dpo.beta", base["params"]) == [base, seed, beta]
 
 
 def outcomes(rates: dict[str, tuple[float, float]], n: int = 200, seed: int = 0) -> dict:
