@@ -176,3 +176,16 @@ def reward_model_spec(path, **kw):
     base = {"name": "rm", "kind": "sequence_classifier", "path": str(path), "revision": None, "input_format": "pair",
             "batch_size": 3, "max_length": 64, "thresholds": {"harmful": 0.0, "helpful": 0.0}}
     return P.JudgeSpec.model_validate(base | kw)
+
+
+def tiny_overrides(table: str | None = None) -> list[str]:
+    """tiny_params() as `-S key=value` overrides of the composed default (for `dvc exp run` and the sweep command,
+    which compose params.yaml from conf/ with Hydra)."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+        return out
+
+    base, tiny = flat(default_params()), flat(tiny_params(table))
+    return [f"{k}={'null' if v is None else v}" for k, v in tiny.items() if base.get(k) != v]
