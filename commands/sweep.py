@@ -223,8 +223,9 @@ def run_trial(spec: dict, *after) -> dict:
     except Exception:
         gpu_ids = []
     log.append(f"# trial {spec['name']}: -S {' -S '.join(spec['overrides'])}")
+    threads = spec["env"].get("ALIGN_CPU_THREADS", "(default)")
     log.append(f"# host {os.uname().nodename}, CUDA_VISIBLE_DEVICES={gpus or '(none)'}, Ray GPU ids "
-               f"{','.join(gpu_ids) or '(none)'}, ALIGN_CPU_THREADS={spec['env'].get('ALIGN_CPU_THREADS', '(default)')}")
+               f"{','.join(gpu_ids) or '(none)'}, ALIGN_CPU_THREADS={threads}")
     if spec.get("events") is not None:
         spec["events"].put(("running", spec["name"], time.time()))
     scratch = Path(spec["scratch"])
@@ -253,6 +254,10 @@ def run_trial(spec: dict, *after) -> dict:
         return res.returncode
 
     dvc = [sys.executable, "-m", "dvc"]
+
+    def helper(name: str) -> list[str]:  # one of this module's run-cache functions, run in the clone
+        return [sys.executable, "-c", f"from commands.sweep import {name}; {name}({spec.get('dvc_remote')!r})"]
+
     try:
         steps = [["git", "clone", "--quiet", "--no-checkout", spec["source"], "."],
                  ["git", "checkout", "--quiet", spec["commit"]]]
@@ -262,7 +267,7 @@ def run_trial(spec: dict, *after) -> dict:
         run = [*dvc, "exp", "run", "-n", spec["name"]] + [a for o in spec["overrides"] for a in ("-S", o)]
         remote = spec.get("dvc_remote")  # None: one shared cache; "" the default DVC remote; else its name
         if remote is not None:  # run cache from the DVC remote; outputs pulled as the restored stages need them
-            steps.append([sys.executable, "-c", f"from commands.sweep import pull_run_cache; pull_run_cache({remote!r})"])
+            steps.append(helper("pull_run_cache"))
             run.append("--pull")
         steps.append(run)
         push = [*dvc, "exp", "push", "--force", "origin", spec["name"]]
@@ -270,7 +275,7 @@ def run_trial(spec: dict, *after) -> dict:
             steps.append(push + ["--no-cache"])  # the outputs are in the shared cache already
         else:
             steps.append(push + (["-r", remote] if remote else []))
-            steps.append([sys.executable, "-c", f"from commands.sweep import push_run_cache; push_run_cache({remote!r})"])
+            steps.append(helper("push_run_cache"))
         for cmd in steps:
             if step(*cmd):
                 break
@@ -366,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="as `dvc exp run -S`: a comma list sweeps, a single value is fixed (repeatable)")
     ap.add_argument("--address", help="join this Ray cluster (`auto`: the one `ray start` began here) instead of "
                     "starting an embedded one")
-    ap.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (default 1 where the cluster has GPUs, else 0)")
+    ap.add_argument("--gpus-per-trial", type=float,
+                    help="GPUs per trial (default 1 where the cluster has GPUs, else 0)")
     ap.add_argument("--cpus-per-trial", type=float, default=1)
     ap.add_argument("--num-cpus", type=int, help="embedded cluster: CPUs Ray may use (default: all)")
     ap.add_argument("--num-gpus", type=int, help="embedded cluster: GPUs Ray may use (default: all)")
@@ -400,7 +406,8 @@ def sweep(args) -> int:
     except StageError as exc:
         raise SweepError(str(exc)) from None
     todo = [i for i, rev in enumerate(done) if rev is None]
-    print(f"sweep: {len(trials)} trial{'s' * (len(trials) > 1)} ({' x '.join(axes) or 'no grid'}) of commit {commit[:7]}: "
+    plural = "s" * (len(trials) > 1)
+    print(f"sweep: {len(trials)} trial{plural} ({' x '.join(axes) or 'no grid'}) of commit {commit[:7]}: "
           f"{len(trials) - len(todo)} finished, {len(todo)} to run")
     fixed = [o for o in trials[0] if split(o)[0] not in axes]
     if args.list:

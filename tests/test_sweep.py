@@ -155,8 +155,8 @@ def test_sweep_runs_the_grid_as_experiments_sharing_sft_per_seed(workspace, tmp_
     alone = tmp_path / "alone"
     sh(["git", "clone", "-q", str(dst), str(alone)], tmp_path)
     assert not (alone / ".dvc/cache").exists()
-    run = sh(["dvc", "exp", "run", "-S", "seed=1", "-S", "dpo.beta=0.2"] + [a for o in tiny_overrides()
-                                                                             for a in ("-S", o)], alone, env=sweep_env())
+    scaled = [a for o in tiny_overrides() for a in ("-S", o)]
+    run = sh(["dvc", "exp", "run", "-S", "seed=1", "-S", "dpo.beta=0.2", *scaled], alone, env=sweep_env())
     assert "is cached - skipping run" not in run.stdout
     assert (alone / "metrics/metrics.json").read_text() == swept
 
