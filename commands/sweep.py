@@ -179,6 +179,13 @@ def leaders(trials: list[list[str]], stage_info=None) -> list[int | None]:
     return out
 
 
+def waits(lead: list[int | None], todo: list[int]) -> list[int | None]:
+    """For each trial to run (positions in `todo`), the position of the trial to run first, or None. A trial whose
+    first trial already has a finished experiment waits for nothing: that stage is in the run cache already (a
+    resumed sweep does not queue again behind its finished trials)."""
+    return [todo.index(lead[i]) if lead[i] is not None and lead[i] in todo else None for i in todo]
+
+
 # --- the run cache through a DVC remote (cluster without a shared cache) ------------------------------------------
 
 def pull_run_cache(remote: str | None) -> None:
@@ -418,7 +425,8 @@ def sweep(args) -> int:
         return 0
     failed = []
     if todo:
-        failed = launch(args, commit, [trials[i] for i in todo], [names[i] for i in todo], axes)
+        after = waits(leaders(trials), todo)
+        failed = launch(args, commit, [trials[i] for i in todo], [names[i] for i in todo], axes, after)
     print(f"sweep: {len(trials) - len(failed)} of {len(trials)} trials finished; `dvc exp show` lists them")
     if axes:
         by = next((a for a in axes if a != "seed"), None)
@@ -426,8 +434,8 @@ def sweep(args) -> int:
     return 1 if failed else 0
 
 
-def launch(args, commit: str, trials: list[list[str]], names: list[str], axes: list[str]) -> list[dict]:
-    lead = leaders(trials)
+def launch(args, commit: str, trials: list[list[str]], names: list[str], axes: list[str],
+           lead: list[int | None]) -> list[dict]:
     ray = start_ray(args)
     from ray.util.queue import Queue
 

@@ -49,6 +49,13 @@ def test_trials_wait_only_for_a_trial_that_computes_their_training(grid, expecte
     assert sweep.leaders(sweep.expand(grid)) == expected
 
 
+def test_a_resumed_sweep_waits_only_for_trials_still_to_run():
+    lead = [None, 0, 0, 0, None, 4]  # two groups: 0 (1, 2, 3 wait for it) and 4 (5 waits for it)
+    assert sweep.waits(lead, [0, 1, 2, 3, 4, 5]) == [None, 0, 0, 0, None, 4]
+    assert sweep.waits(lead, [1, 2, 3, 5]) == [None, None, None, None]  # 0 and 4 finished: their stages are cached
+    assert sweep.waits(lead, [2, 4, 5]) == [None, None, 1]
+
+
 def test_a_trial_is_matched_to_its_experiment_by_the_params_dvc_composes(monkeypatch):
     """What the resume compares: conf/ composed as `dvc exp run -S` composes it, flattened like `dvc exp show`."""
     monkeypatch.chdir(ROOT)
@@ -193,9 +200,11 @@ def test_a_killed_sweep_resumes_and_a_bad_param_is_reported_while_the_others_fin
     assert "params: -S seed=1 -S dpo.max_prompt_length=0" in failed and "last lines:" in failed
     summary = json.loads((dst / "logs/sweep/sweep.json").read_text())
     assert sorted(t["status"] for t in summary["trials"]) == ["done", "done", "failed"]
-    # the resumed trials ran no training that an earlier trial had done: only DPO and SFT+DPO, once each per trial
+    # the resumed trials ran no training that an earlier trial had done, and none waited for another: the finished
+    # trial's stages were in the run cache already
     ran = [s for t in summary["trials"] for s in t["ran"]]
     assert "train@sft" not in ran and "train@base" not in ran
+    assert "running dpo.max_prompt_length=16" in out.split("done    dpo.max_prompt_length=24")[0]
 
 
 @pytest.mark.slow
