@@ -234,7 +234,7 @@ def run_trial(spec: dict, *after) -> dict:
     log.append(f"# host {os.uname().nodename}, CUDA_VISIBLE_DEVICES={gpus or '(none)'}, Ray GPU ids "
                f"{','.join(gpu_ids) or '(none)'}, ALIGN_CPU_THREADS={threads}")
     if spec.get("events") is not None:
-        spec["events"].put(("running", spec["name"], time.time()))
+        spec["events"].put(spec["name"])  # started: the driver's progress line (its end comes with the result)
     scratch = Path(spec["scratch"])
     scratch.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f"{spec['name']}-", dir=scratch))
@@ -304,8 +304,6 @@ def run_trial(spec: dict, *after) -> dict:
         ours = [line for line in lines if line.startswith("error:")]
         dvcs = [line for line in lines if line.startswith("ERROR:")]
         result["message"] = (ours or dvcs or lines)[-1]
-    if spec.get("events") is not None:
-        spec["events"].put((result["status"], spec["name"], time.time()))
     return result
 
 
@@ -489,8 +487,8 @@ def launch(args, commit: str, trials: list[list[str]], names: list[str], axes: l
                 progress.set(name, "failed", f": {res['message']}")
                 print(f"  params: -S {' -S '.join(res['overrides'])}\n  log ({LOGS / (name + '.log')}), last lines:\n"
                       f"{tail}", flush=True)
-        for kind, name, _ in events.get_nowait_batch(events.qsize()) if events.qsize() else []:
-            if kind == "running" and progress.state[name] == "queued":
+        for name in events.get_nowait_batch(events.qsize()) if events.qsize() else []:
+            if progress.state[name] == "queued":
                 progress.set(name, "running")
     progress.close()
     summary = [{k: v for k, v in r.items() if k != "log"} for r in (results[n] for n in names)]

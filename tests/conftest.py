@@ -181,11 +181,7 @@ def reward_model_spec(path, **kw):
 def tiny_overrides(table: str | None = None) -> list[str]:
     """tiny_params() as `-S key=value` overrides of the composed default (for `dvc exp run` and the sweep command,
     which compose params.yaml from conf/ with Hydra)."""
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-        return out
+    from commands.gather import flat
 
     base, tiny = flat(default_params()), flat(tiny_params(table))
     return [f"{k}={'null' if v is None else v}" for k, v in tiny.items() if base.get(k) != v]
