@@ -53,13 +53,28 @@ def sh(cmd, cwd, check=True, env=None):
     return res
 
 
-def copy_checkout(dst: Path) -> Path:
-    """The repository's tracked and unignored files, as a fresh clone would have them before `dvc repro`."""
+def copy_files(dst: Path) -> Path:
+    """The repository's tracked and unignored files as they are in this checkout (committed dvc.lock included)."""
     files = sh(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
     for f in files:
         if (ROOT / f).is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dst / f)
+    return dst
+
+
+def fresh_clone(folder: Path) -> Path:
+    """What a new user has after `git clone`: this checkout committed (folder/origin) and cloned (folder/clone), with
+    the committed dvc.lock and metrics but an empty DVC cache: the lock names outputs that no cache here holds."""
+    origin = copy_files(folder / "origin")
+    sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", origin)
+    sh(["git", "clone", "-q", str(origin), str(folder / "clone")], folder)
+    return folder / "clone"
+
+
+def copy_checkout(dst: Path) -> Path:
+    """The repository's tracked and unignored files, as a fresh clone would have them before `dvc repro`."""
+    copy_files(dst)
     (dst / "dvc.lock").unlink(missing_ok=True)  # start from nothing, as before a first `dvc repro`...
     for p in (dst / "metrics").iterdir():  # ...but keep what is gathered across experiments (the report's input)
         if p.name not in ("seeds.md", "seeds.json", "sweeps"):

@@ -14,7 +14,7 @@ import pytest
 
 from commands import sweep
 
-from .conftest import ROOT, copy_checkout, run_env, sh, tiny_overrides
+from .conftest import ROOT, fresh_clone, run_env, sh, tiny_overrides
 
 GRID = ["-S", "seed=1,2", "-S", "dpo.beta=0.1,0.2"]
 
@@ -121,9 +121,10 @@ def trial_logs(dst: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    """A git + DVC copy of the project (Hydra composition on, as committed), with no run of its own."""
-    dst = copy_checkout(tmp_path_factory.mktemp("sweep") / "repo")
-    sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", dst)
+    """A fresh `git clone` of the project, as a new user starts a sweep: the committed dvc.lock (the CPU default's
+    outputs, seed 42), an empty DVC cache, no run and no DVC remote."""
+    dst = fresh_clone(tmp_path_factory.mktemp("sweep"))
+    assert (dst / "dvc.lock").exists() and not (dst / ".dvc/cache").exists()
     return dst
 
 
@@ -260,7 +261,7 @@ def test_a_cluster_sweep_returns_through_the_git_and_dvc_remotes(workspace, tmp_
     dst = workspace
     git_remote, dvc_remote = tmp_path / "git.git", tmp_path / "dvc"
     sh(["git", "init", "-q", "--bare", str(git_remote)], tmp_path)
-    sh(f"git remote add origin {git_remote} && dvc remote add -d store {dvc_remote} && git add .dvc/config && "
+    sh(f"git remote set-url origin {git_remote} && dvc remote add -d store {dvc_remote} && git add .dvc/config && "
        "git -c user.email=t@t -c user.name=t commit -qm remote && git push -q origin HEAD:refs/heads/main", dst)
     sh([sys.executable, "-c", "from commands.sweep import push_run_cache; push_run_cache('')"], dst)
     env = {**sweep_env(), sweep.REAPER: "true"}
