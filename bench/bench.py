@@ -22,10 +22,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-STAGES = ["download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "reward_model", "calibrate",
-          "sample@base", "sample@sft", "sample@dpo", "sample@sft_dpo",
-          "score@base", "score@sft", "score@dpo", "score@sft_dpo", "metrics", "report"]
-TRAINING = {"train@base": "base", "train@sft": "sft", "train@dpo": "dpo", "train@sft_dpo": "sft_dpo"}  # stage -> logs/<name>.json
+
+
+def pipeline_stages() -> list[str]:
+    """dvc.yaml's stages in the order `dvc repro` runs them, each model of params.yaml's table expanded (DVC's own
+    index and graph: no list of models here)."""
+    import networkx as nx
+    from dvc.repo import Repo
+
+    index = Repo(str(ROOT)).index
+    order = {s: i for i, s in enumerate(index.stages)}  # dvc.yaml's order where the graph leaves a choice
+    graph = index.graph.reverse()  # DVC's edges point from a stage to the stages it depends on
+    return [s.addressing for s in nx.lexicographical_topological_sort(graph, key=order.get)
+            if not s.addressing.startswith("release@")]
+
+
+STAGES = pipeline_stages()
+TRAINING = {s: s.partition("@")[2] for s in STAGES if s.startswith("train@")}  # stage -> logs/<model>.json
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
@@ -70,7 +83,7 @@ def sampling_speed() -> list[str]:
     from stages.core import params as P
     from stages.core.generation import generate
     from stages.core.io import read_jsonl
-    from stages.core.judges import load_judge
+    from stages.judges import load_judge, specs
     from stages.core.modeling import load_causal_lm, load_tokenizer
 
     params = P.load()
@@ -88,7 +101,7 @@ def sampling_speed() -> list[str]:
         out.append(f"| sampling, batch {bs} | {secs:.1f} s | {n_tok / secs:.0f} tokens/s |")
     same = [g.response for g in results[1]] == [g.response for g in results[params.sample.batch_size]]
     out.append(f"| sampling outputs identical (batched vs one at a time) | {same} | |")
-    judge_spec = params.score.judges[0]
+    judge_spec = specs(params)[0]
     responses = [g.response for g in results[1]]
     for bs in (1, judge_spec.batch_size):
         judge = load_judge(judge_spec.model_copy(update={"batch_size": bs}))

@@ -3,7 +3,7 @@ profile's settings, a few hundred SFT and DPO steps under each switch set (`stud
 ran; `fast`: the improved profile's speed switches), 100 prompts sampled and scored; prints per stage and switch set
 steps/s, tokens/s, MFU against the GPU's dense peak, peak GPU memory and the projected wall time of the full study,
 projected from real HH-RLHF lengths (bench/hh_lengths.json). Not a test; the default run is sized for about 5 minutes
-on one H100/H200-class GPU (README, GPU check).
+on one H100/H200-class GPU (docs/study-on-gpu.md, GPU check).
 
     python bench/gpu_check.py                       # on a machine with one GPU (offline: look-alikes, no hub)
     python bench/gpu_check.py --switch tf32         # also one run per named switch, each alone on the study's path

@@ -1,7 +1,7 @@
 """Benchmark of the Ray sweep on this machine: the 2 seeds x 2 betas grid of the CPU default scaled down by `-S` keys
 (the tests' tiny settings), run by `commands.sweep` with 2 workers (one CPU and one thread each) and by DVC's queue
 with one worker (two threads), each in a fresh copy of the repository; then what Ray itself adds per trial. Prints
-figures; not a test (README, Benchmark).
+figures; not a test (docs/benchmarks.md, Benchmark).
 
     python bench/sweep.py
 """

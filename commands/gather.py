@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from commands.compose import composed, flat
 from stages.core.io import StageError, fail_cleanly, write_json, write_text
 from stages.core.rates import METRICS_FILE, RATES, cas, mover_mean, percentile_ci, wilson
 
@@ -64,13 +65,6 @@ def rival_claims(names: dict[str, str]) -> list[tuple]:
     """For each model the study did not train (ORPO, ...): does it beat the study's best, SFT+DPO, in CAS?"""
     return [(f"{names[m]} > {names['sft_dpo']} in CAS", "cas", m, ["sft_dpo"])
             for m in names if m not in STUDY and "sft_dpo" in names]
-
-
-def flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
-    return out
 
 
 def experiments() -> tuple[dict, list[dict]]:
@@ -289,8 +283,6 @@ def main(argv: list[str] | None = None) -> None:
     baseline, finished = experiments()
     reference = None
     if args.overrides:
-        from commands.sweep import composed
-
         reference = composed(args.overrides)
     runs = select_runs(baseline, finished, args.by, reference)
     if not runs:
@@ -302,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
         for r, o in zip(runs, outcomes):
             groups.setdefault(r["params"][args.by], []).append(o)
         if len(groups) < 2:
-            raise StageError(f"{args.by}: the experiments hold one value only (queue a sweep: README, Experiments)")
+            raise StageError(f"{args.by}: the experiments hold one value only (queue a sweep: docs/experiments.md, Experiments)")
         out_dir = Path("metrics/sweeps") / args.by
         sweep_outputs(groups, args.by, args.resamples, 0, out_dir, labels(runs[0]["params"]))
         print(f"gather: {len(runs)} runs over {len(groups)} values of {args.by} -> {out_dir}")

@@ -65,7 +65,7 @@ def params_references(params: P.Params | None = None) -> list[tuple[str, str, st
 def downloads(params: P.Params) -> list[tuple[str, str | None, list[str], str]]:
     """(repo, commit, file patterns, repo type) of every hub download `params` makes: what the stages read."""
     from stages.core.hh import dataset_files
-    from stages.core.judges import KINDS
+    from stages.judges import kinds, specs
     from stages.core.modeling import hub_files
 
     out = []
@@ -75,8 +75,8 @@ def downloads(params: P.Params) -> list[tuple[str, str | None, list[str], str]]:
         elif key.startswith("base."):
             out.append((repo, rev, hub_files(params.base.pickle_sha256), "model"))
         else:  # a judge: its kind's class says which files it reads
-            spec = params.score.judges[int(key.split(".")[2])]
-            out.append((repo, rev, KINDS[spec.kind].hub_files(spec), "model"))
+            spec = specs(params)[int(key.split(".")[2])]
+            out.append((repo, rev, kinds()[spec.kind].hub_files(spec), "model"))
     return out
 
 
@@ -150,7 +150,7 @@ def fetch(params: P.Params) -> None:
                 pins[(repo, folder.name)] = trust_pickle(repo, folder.name, folder)
         print(f"{repo} at {rev}: {folder}")
     for path in write_pins(pins):
-        print(f"{path}: pickle_sha256 written for {', '.join(repo for repo, _ in pins)} (commit it; README: The "
+        print(f"{path}: pickle_sha256 written for {', '.join(repo for repo, _ in pins)} (commit it; docs/study-on-gpu.md: The "
               "study's judge)")
     for name in ("harmful", "helpful"):
         file, digest = getattr(params.prompts, f"{name}_file"), getattr(params.prompts, f"{name}_sha256")

@@ -53,7 +53,7 @@ def plots(rev: str, out: Path) -> list[str]:
     shutil.rmtree(exported, ignore_errors=True)
     if rev not in seen and lines:
         lines.append(f"\n_No curves of `{rev}`: its outputs are not in this runner's DVC cache (configure a DVC remote "
-                     "and `dvc push` main's run: README, Sharing results)._")
+                     "and `dvc push` main's run: docs/sharing.md, Sharing results)._")
     return lines
 
 

@@ -6,7 +6,7 @@ from the workspace, a revision or tag, or an experiment.
     python -m commands.publish dpo --repo my-org/opt350m-hh-dpo --exp beta-0.2             # a DVC experiment
     python -m commands.publish sft --repo my-org/x --dry-run /tmp/upload                   # write, do not upload
 
-The model is named as its DVC artifact in dvc.yaml (base, sft, dpo, sft-dpo). At a revision the folder is restored
+The model is named as its DVC artifact in dvc.yaml: its name in the table of models, `-` for `_` (sft-dpo). At a revision the folder is restored
 with `dvc artifacts get` (from the DVC cache or remote). Before anything is written it refuses: a test model of the
 synthetic CPU default (unless --force); a card whose HmR/HpR/CAS differ from the declared metrics file
 (metrics/metrics.json) of the same revision; any file but safetensors weights, configs, tokenizer files and the
@@ -110,7 +110,7 @@ def stage_upload(files: list[Path], out: Path, repo: str) -> None:
 @fail_cleanly
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("name", help="the model's DVC artifact name (dvc.yaml artifacts: base, sft, dpo, sft-dpo)")
+    ap.add_argument("name", help="the model's DVC artifact name: its name in conf/models/, - for _ (sft-dpo)")
     ap.add_argument("--repo", required=True, help="the hub repository, owner/name")
     where = ap.add_mutually_exclusive_group()
     where.add_argument("--rev", help="a git revision or GTO tag (sft-dpo@v1.0.0); default: the workspace")

@@ -39,7 +39,7 @@ from stages.core import hh
 from stages.core import params as P
 from stages.core import synthetic
 from stages.core.io import fail_cleanly, sha256_file, write_json
-from stages.core.judges import KINDS
+from stages.judges import kinds, specs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SUBSETS = ["harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled"]
@@ -191,8 +191,8 @@ def build(root: Path, shape: str = "tiny", seed: int = 0, real_everywhere: bool 
     overrides = {"base.pickle_sha256": opt_lookalike(snapshot_dir(hf, "facebook/opt-350m", pins["facebook/opt-350m"]),
                                                      texts, dims["opt"])}
     builders = {"deberta": deberta_lookalike, "qwen": qwen_lookalike}
-    for judge in improved.score.judges:  # each hub judge's kind names its look-alike (stages/core/judges.py)
-        lookalike = KINDS[judge.kind].lookalike(judge)
+    for judge in specs(improved):  # each hub judge's kind names its look-alike (stages/judges/)
+        lookalike = kinds()[judge.kind].lookalike(judge)
         if lookalike and judge.path in pins:
             # the DeBERTa one is pickle-only with no digest in the profiles, as the real repository: `commands.pin
             # --fetch` must pin it

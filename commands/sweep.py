@@ -2,7 +2,7 @@
 
     python -m commands.sweep -S seed=1,2,3 -S dpo.beta=0.05,0.1,0.2,0.5 -S profile=study   # this machine, its GPUs
     python -m commands.sweep --list -S seed=1,2 -S dpo.beta=0.1,0.2      # the trials, which are finished; runs none
-    python -m commands.sweep --address auto -S ...   # join a running cluster (`ray start`: Slurm, KubeRay; README)
+    python -m commands.sweep --address auto -S ...   # join a running cluster (`ray start`: Slurm, KubeRay; docs/experiments.md)
 
 The `-S` grammar is `dvc exp run`'s (Hydra overrides; DVC's own expansion makes the grid): a comma list sweeps, a
 single value is fixed for every trial (`-S sft.max_steps=5`). Each trial is a Ray task asking for `--gpus-per-trial`
@@ -39,6 +39,7 @@ import threading
 import time
 from pathlib import Path
 
+from commands.compose import composed
 from stages.core.io import StageError
 
 LOGS = Path("logs/sweep")
@@ -105,19 +106,6 @@ def trial_name(trial: list[str], axes: list[str]) -> str:
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", readable)[:60].strip("._-") or "trial"
     digest = hashlib.sha1("\n".join(sorted(trial)).encode()).hexdigest()[:6]
     return f"{readable}-{digest}"
-
-
-def composed(trial: list[str]) -> dict:
-    """The params.yaml `dvc exp run -S ...` composes for this trial (Hydra, from conf/), flattened."""
-    from commands.compose import compose
-    from commands.gather import flat
-
-    profile = [o for o in trial if split(o)[0] == "profile"]
-    rest = [o for o in trial if split(o)[0] != "profile"]
-    try:
-        return flat(compose(split(profile[-1])[1] if profile else "cpu", tuple(rest)))
-    except Exception as exc:
-        raise SweepError(f"-S {' -S '.join(trial)}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def finished(expected: list[dict]) -> list[str | None]:

@@ -26,7 +26,7 @@ from stages.core.hh import prompt_key
 from stages.core.determinism import seed_and_pin
 from stages.core.io import StageError, fail_cleanly, iter_jsonl, write_json
 from stages.core.rates import win_share
-from stages.core.judges import score_rows
+from stages.judges import score_rows, specs
 
 PAIRS = Path("data/clean/calibration.jsonl")
 EVAL = Path("data/eval/prompts.jsonl")
@@ -73,7 +73,7 @@ def main() -> None:
     pairs = pairs_by_set(params)
     rows = [{"prompt": p["prompt"], "response": p[side]} for kind in pairs for p in pairs[kind]
             for side in ("chosen", "rejected")]
-    scored, _ = score_rows(rows, params.score.judges) if rows else ([], {})
+    scored, _ = score_rows(rows, specs(params)) if rows else ([], {})
     report, thresholds = {}, {}
     for spec in params.score.judges:
         wanted = spec.thresholds

@@ -47,7 +47,7 @@ TEMPLATE = """---
 > **A test model.** Trained by the CPU default of this repository on synthetic HH-style dialogues, with a small OPT
 > built from scratch: it checks the pipeline end to end and says nothing about alignment. Do not use it.
 {% endif %}
-One of the four models compared by the reproduction of {{ study }} ({{ profile_note }}).
+One of the {{ n_models }} models compared by the reproduction of {{ study }} ({{ profile_note }}).
 
 ## Results
 
@@ -116,16 +116,19 @@ def results(model: str, details: dict) -> tuple[list, list[dict]]:
     return evals, rows
 
 
+def in_words(n: int) -> str:
+    """A count as the card's prose writes it (four models; 12 models)."""
+    words = "zero one two three four five six seven eight nine ten".split()
+    return words[n] if n < len(words) else str(n)
+
+
 def card(model: str, params: P.Params, run: dict, merged_from_adapter: bool, repo: str = "<folder or hub id>") -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
     synthetic = params.download.source == "synthetic"
     pretrained = params.base.source == "pretrained"
     section = params.models[model].method  # the params section it trains with
-    method = methods.load(section)
-    start = params.start_model(model)
-    how = method.DESCRIPTION + (f" from the {params.models[start].label} model" if start else "")
-    tags = [*([start] if start and start != "base" else []), *method.TAGS]  # sft_dpo: sft, dpo, lora
+    how, tags = methods.how_made(model, params.models)
     details = read_json(DETAILS)[model]
     evals, rows = results(model, details)
     counts = next(iter(details.values()))  # prompt counts: the same for every judge
@@ -158,15 +161,15 @@ def card(model: str, params: P.Params, run: dict, merged_from_adapter: bool, rep
         if params.download.source == "hub" else params.download.source,
         "base model": f"{params.base.pretrained} at {params.base.revision}" if pretrained else "scratch OPT (base.scratch)",
         "start": run.get("start"),
-        "judges": ", ".join(f"{j.name} ({j.path}@{j.revision})" if j.revision else f"{j.name} ({j.path})"
-                            for j in params.score.judges),
+        "judges": ", ".join(f"{j.name} ({j.extra('path')}@{j.extra('revision')})" if j.extra("revision")
+                            else f"{j.name} ({j.extra('path')})" for j in params.score.judges),
     }.items() if v)
     profile_note = {"study": "the `study` profile: the study as its code ran",
                     "improved": "the `improved` profile: the study plus each fix as a switch",
                     "cpu": "the CPU default"}[params.profile]
     return ModelCard.from_template(
         data_card, template_str=TEMPLATE, name=f"hh-alignment-{model}", method=how, synthetic=synthetic,
-        study=STUDY, profile_note=profile_note, n_harmful=counts["n_harmful"], n_helpful=counts["n_helpful"], results=rows,
+        study=STUDY, n_models=in_words(len(params.models)), profile_note=profile_note, n_harmful=counts["n_harmful"], n_helpful=counts["n_helpful"], results=rows,
         stop=params.sample.stop_at_human, strip=params.sample.strip_response,
         max_new_tokens=params.sample.max_new_tokens, repo=repo, prompt=json.dumps(SNIPPET_PROMPT),
         weights_note=weights_note, start=run.get("start") or (params.base.pretrained if pretrained else "scratch"),

@@ -16,7 +16,7 @@ from pathlib import Path
 from stages.core import params as P
 from stages.core.determinism import seed_and_pin
 from stages.core.io import StageError, fail_cleanly, fresh_tmp_dir, read_jsonl, replace_dir, write_json
-from stages.core.judges import JUDGE_CONFIG, JUDGE_WEIGHTS, Encoder, default_encoder, judge_text
+from stages.judges.pipeline import JUDGE_CONFIG, JUDGE_WEIGHTS, Encoder, default_encoder, judge_text
 from stages.core.runinfo import log_timing, run_info
 
 HELDOUT = Path("data/clean/heldout.jsonl")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stages.core import distributed as dist
 from stages.core.io import fail_cleanly, iter_jsonl, write_json, write_jsonl
-from stages.core.judges import score_rows
+from stages.judges import score_rows, specs
 from stages.core.modeling import per_model_stage
 from stages.core.runinfo import log_timing
 
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     name, params = per_model_stage(argv, __doc__.splitlines()[0])
     rows = [r for _, r in iter_jsonl(SAMPLES / f"{name}.jsonl")]
     started = time.perf_counter()
-    scored, sources = score_rows(rows, params.score.judges)
+    scored, sources = score_rows(rows, specs(params))
     if not dist.is_main():
         return
     spent = time.perf_counter() - started

@@ -186,17 +186,17 @@ def local_reward_model(tmp_path_factory):
 
 def reward_model_spec(path, **kw):
     """A `score.judges` entry for a sequence-classifier reward model in a local folder."""
-    from stages.core import params as P
+    from stages.judges.sequence_classifier import SequenceClassifierSpec
 
     base = {"name": "rm", "kind": "sequence_classifier", "path": str(path), "revision": None, "input_format": "pair",
             "batch_size": 3, "max_length": 64, "thresholds": {"harmful": 0.0, "helpful": 0.0}}
-    return P.JudgeSpec.model_validate(base | kw)
+    return SequenceClassifierSpec.model_validate(base | kw)
 
 
 def tiny_overrides(table: str | None = None) -> list[str]:
     """tiny_params() as `-S key=value` overrides of the composed default (for `dvc exp run` and the sweep command,
     which compose params.yaml from conf/ with Hydra)."""
-    from commands.gather import flat
+    from commands.compose import flat
 
     base, tiny = flat(default_params()), flat(tiny_params(table))
     return [f"{k}={'null' if v is None else v}" for k, v in tiny.items() if base.get(k) != v]

@@ -76,9 +76,9 @@ def main() -> None:
 
         GenerationMixin.generate = generate
     elif moment == "judge":
-        from stages.core import judges
+        from stages import judges
 
-        for cls in (judges.PipelineJudge, judges.SequenceClassifierJudge):
+        for cls in judges.kinds().values():
             original_call = cls.__call__
 
             def call(self, *a, _original=original_call, **k):

@@ -75,7 +75,7 @@ def test_values_that_passed_validation_and_crashed_later_are_refused_up_front():
 def test_trl_fields_are_type_checked_and_unpinned_hub_fetches_refused(tmp_path):
     from trl import SFTConfig
 
-    from stages.core.training import trl_config
+    from stages.core.trl_fields import trl_config
 
     managed = {"output_dir": str(tmp_path), "use_cpu": True, "bf16": False}
     with pytest.raises(StageError, match=r"sft.max_grad_norm: expected float, got str 'abc'"):

@@ -85,7 +85,13 @@ def expected_code_deps(cmd: str, params: dict | None = None) -> set[str]:
     if module in ("stages.train", "stages.release"):
         model = words[-1]
         modules.add(f"stages.methods.{params['models'][model]['method']}")
-    return closure(modules)
+    found = closure(modules)
+    # a stage that loads judges by kind (stages.judges' kinds, specs, load_judge, score_rows) runs every kind module
+    loads = re.compile(r"from stages\.judges import [^\n]*\b(kinds|specs|load_judge|score_rows)\b")
+    if any(loads.search((ROOT / f).read_text()) for f in found if not f.startswith("stages/judges/")):
+        kinds = {f"stages.judges.{p.stem}" for p in (ROOT / "stages/judges").glob("*.py") if p.stem != "__init__"}
+        found |= closure(kinds)
+    return found
 
 
 def test_every_stage_lists_exactly_the_code_it_runs():
@@ -101,7 +107,8 @@ def test_every_stage_lists_exactly_the_code_it_runs():
 def test_the_derivation_sees_lazy_relative_and_package_imports():
     """A check of the checker: a function-local relative import counts, and so do package __init__ files."""
     deps = expected_code_deps("python -m stages.launch score base")
-    assert "stages/core/hh.py" in deps  # judges.py: `from . import hh`, used by the chat-format judge
+    assert "stages/core/hh.py" in deps  # stages/judges/sequence_classifier.py: hh, used by the chat-format judge
+    assert "stages/judges/pipeline.py" in deps  # a kind, loaded by name
     assert "stages/core/determinism.py" in deps  # modeling.per_model_stage imports it inside the function
     assert {"stages/__init__.py", "stages/core/__init__.py", "stages/score.py", "stages/launch.py"} <= deps
 
@@ -132,7 +139,8 @@ def test_stages_is_dvc_yaml_and_no_stage_imports_another():
     so a stage never imports another and editing one stage's module re-runs that stage only."""
     modules = {f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__"}
     assert modules - {"stages.launch"} == {m for m in stage_modules()}
-    assert {p.name for p in (ROOT / "stages").iterdir() if p.is_dir() and p.name != "__pycache__"} == {"core", "methods"}
+    assert {p.name for p in (ROOT / "stages").iterdir() if p.is_dir() and p.name != "__pycache__"} == \
+        {"core", "methods", "judges"}
     crossing = {(m, i) for m in stage_modules() for i in imports(module_file(m))
                 if i in modules and i != m and i != "stages.launch"}
     assert crossing == set()

@@ -57,18 +57,17 @@ def test_padding_reaches_both_trainers_and_the_path_keeps_installed_packages(tmp
     from types import SimpleNamespace
 
     from stages.core import params as P
-    from stages.core.training import method_config
-    from stages.methods import dpo, sft
+    from stages import methods
 
     gpu_check = gpu_check_module()
     monkeypatch.chdir(ROOT)
     args = SimpleNamespace(sft_steps=4, dpo_steps=2, pad_to=512)
     digests = {"base.pickle_sha256": "0" * 64, "score.judges.0.pickle_sha256": "1" * 64}
     study = P.validate(gpu_check.params(args, digests))
-    assert method_config(sft, study, "sft", tmp_path).pad_to_multiple_of == 512
-    assert method_config(dpo, study, "dpo", tmp_path).pad_to_multiple_of == 512
+    assert methods.load("sft").config(study, tmp_path).pad_to_multiple_of == 512
+    assert methods.load("dpo").config(study, tmp_path).pad_to_multiple_of == 512
     unpadded = P.validate(gpu_check.params(SimpleNamespace(sft_steps=4, dpo_steps=2, pad_to=None), digests))
-    assert method_config(sft, unpadded, "sft", tmp_path).pad_to_multiple_of is None
+    assert methods.load("sft").config(unpadded, tmp_path).pad_to_multiple_of is None
 
     monkeypatch.setenv("PYTHONPATH", "/tmp/site")  # packages installed with pip --target on the GPU machine
     env = gpu_check.stage_env({"HF_HUB_OFFLINE": "1"}, tmp_path / "work")

@@ -23,8 +23,3 @@ def test_normalise_prompt_adds_assistant_marker_once():
     assert p == "\n\nHuman: What's a good way to kill time?\n\nAssistant:"
     assert hh.normalise_prompt(p) == p
     assert hh.normalise_prompt(study, end_with_assistant=False) == "\n\nHuman: What's a good way to kill time?"
-
-
-def test_truncate_prompt_left_keeps_the_end():
-    assert hh.truncate_prompt_left(list(range(10)), 3) == [7, 8, 9]
-    assert hh.truncate_prompt_left([1, 2], 3) == [1, 2]

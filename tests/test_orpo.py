@@ -12,13 +12,12 @@ import yaml
 from commands import compose, gather
 from stages import methods, train
 from stages.core import params as P
-from stages.core.training import method_config
 
 from .conftest import ROOT, build_tiny_base, copy_checkout, sh, tiny_params, write_params
 
 
 def test_orpo_is_in_the_improved_profile_and_never_in_the_study(monkeypatch):
-    """Not in the CPU default either: it would add 66 s to its `dvc repro` (README: ORPO); `-S models=all` adds it."""
+    """Not in the CPU default either: it would add 66 s to its `dvc repro` (docs/extending.md: ORPO); `-S models=all` adds it."""
     monkeypatch.chdir(ROOT)
     for profile, overrides, present in (("improved", (), True), ("study", (), False), ("cpu", (), False),
                                         ("cpu", ("models=all",), True)):
@@ -26,7 +25,7 @@ def test_orpo_is_in_the_improved_profile_and_never_in_the_study(monkeypatch):
         assert ("orpo" in params.models) is present
     assert P.validate(compose.compose("improved")).start_model("orpo") == "base"
     improved = P.validate(compose.compose("improved"))
-    cfg = method_config(methods.load("orpo"), improved, "orpo", ROOT / "checkpoints" / "unused")
+    cfg = methods.load("orpo").config(improved, ROOT / "checkpoints" / "unused")
     # like for like with the study's SFT: its optimiser settings, read from the sft section (`${sft.*}`)
     section = improved.section("orpo")
     assert (section["learning_rate"], section["per_device_train_batch_size"], section["gradient_accumulation_steps"],
@@ -47,7 +46,7 @@ def test_orpo_loss_is_nll_plus_the_odds_ratio_term(tmp_path, monkeypatch):
 
     from stages.methods import base, orpo
 
-    orpo.config_class()  # TRL's experimental module, imported as the method imports it (its warning silenced)
+    orpo.ORPO.config_class()  # TRL's experimental module, imported as the method imports it (its warning silenced)
     from trl.experimental.orpo import ORPOTrainer
 
     monkeypatch.chdir(tmp_path)
@@ -60,7 +59,7 @@ def test_orpo_loss_is_nll_plus_the_odds_ratio_term(tmp_path, monkeypatch):
     rows = [{"prompt": f"\n\nHuman: question {i}?\n\nAssistant:", "chosen": f"answer {i} here.",
              "rejected": f"no {'no ' * (i % 3)}"} for i in range(4)]
     params = P.validate(tiny_params("all"))
-    cfg = method_config(orpo, params, "orpo", tmp_path / "ckpt")
+    cfg = methods.load("orpo").config(params, tmp_path / "ckpt")
     data = orpo.preference_dataset(rows, tok, cfg.max_length)
     trainer = ORPOTrainer(model=model, args=cfg, train_dataset=data, eval_dataset=data, processing_class=tok)
     batch = next(iter(trainer.get_train_dataloader()))

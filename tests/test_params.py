@@ -49,7 +49,7 @@ def test_study_profiles_pin_every_hub_download(monkeypatch, name):
     assert all(re.fullmatch(r"[0-9a-f]{40}", rev) for rev in refs.values())
     # opt-350m exists only as pytorch_model.bin: its digest is the one pickle these profiles trust
     assert re.fullmatch(r"[0-9a-f]{64}", params.base.pickle_sha256)
-    assert all(j.pickle_sha256 is None for j in params.score.judges)
+    assert all(j.extra("pickle_sha256") is None for j in params.score.judges)
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -84,7 +84,7 @@ def rehearse(profile: str, cache: dict, tmp_path):
     overrides = SCALE | cache["overrides"]
     sets = [arg for k, v in overrides.items() for arg in ("-S", f"{k}={v}")]
     env = run_env() | cache["env"]
-    # the one step a user runs before the study's judge can load (README: The study's judge)
+    # the one step a user runs before the study's judge can load (docs/study-on-gpu.md: The study's judge)
     pinned = sh(["python", "-m", "commands.pin", "--fetch", "--profile", profile], repo, env=env).stdout
     assert f"conf/profile/{profile}.yaml: pickle_sha256 written" in pinned
     out = sh(["dvc", "exp", "run", "-S", f"profile={profile}", *sets], repo, env=env).stdout

@@ -12,7 +12,8 @@ import torch
 
 from stages.core import params as P
 from stages.core.io import StageError
-from stages.core.training import batch_for_speed, method_config, parse_method
+from stages import methods
+from stages.core.trl_fields import batch_for_speed
 from stages.methods import base, dpo, sft
 
 from .conftest import tiny_params
@@ -48,8 +49,8 @@ def run(method, tok, tmp_path, section: dict, speed: dict | None = None, precisi
     raw["distributed"]["mixed_precision"] = precision
     params = P.validate(raw)
     name = method.__name__.rsplit(".", 1)[1]
-    own = parse_method(method, params, name)[0]
-    cfg = method_config(method, params, name, tmp_path / "out")
+    own = methods.load(name).parse(params)[0]
+    cfg = methods.load(name).config(params, tmp_path / "out")
     model = tiny_model(tok)
     if method is sft:
         trainer = sft.build_trainer(own, cfg, model, tok, ROWS)

@@ -19,7 +19,7 @@ from commands import compose
 from stages import clean as clean_stage
 from stages.core import params as P
 from stages.core import synthetic
-from stages.core.training import method_config, parse_method
+from stages import methods
 from stages.methods import dpo, sft
 
 from .conftest import HH_DIR, ROOT
@@ -92,9 +92,9 @@ def our_trainers(tok, pairs: list[dict], tmp: Path):
         return OPTForCausalLM(OPTConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                         ffn_dim=32, word_embed_proj_dim=16, max_position_embeddings=2048))
 
-    sft_trainer = sft.build_trainer(parse_method(sft, params, "sft")[0], method_config(sft, params, "sft", tmp / "sft"),
+    sft_trainer = sft.build_trainer(methods.load("sft").parse(params)[0], methods.load("sft").config(params, tmp / "sft"),
                                     model(), tok, pairs)
-    dpo_trainer = dpo.build_trainer(parse_method(dpo, params, "dpo")[0], method_config(dpo, params, "dpo", tmp / "dpo"),
+    dpo_trainer = dpo.build_trainer(methods.load("dpo").parse(params)[0], methods.load("dpo").config(params, tmp / "dpo"),
                                     model(), tok, pairs, pairs[:2])
     return sft_trainer, dpo_trainer
 

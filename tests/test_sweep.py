@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from commands import sweep
+from stages.core.io import StageError
 
 from .conftest import ROOT, fresh_clone, run_env, sh, tiny_overrides
 
@@ -62,7 +63,7 @@ def test_a_trial_is_matched_to_its_experiment_by_the_params_dvc_composes(monkeyp
     params = sweep.composed(["seed=3", "dpo.beta=0.3", "profile=study"])
     assert params["seed"] == 3 and params["dpo.beta"] == 0.3 and params["profile"] == "study"
     assert sweep.composed(["sft.max_steps=8"])["orpo.max_steps"] == 8  # interpolations resolved, as Hydra does
-    with pytest.raises(sweep.SweepError, match="nosuchsection"):
+    with pytest.raises(StageError, match="nosuchsection"):
         sweep.composed(["nosuchsection.key=1"])
 
 
@@ -103,7 +104,7 @@ def sweep_cmd(*args: str, cluster: list[str] = ("--num-cpus", "2")) -> list[str]
 
 def experiments(dst: Path) -> dict[str, dict]:
     """{experiment name: flattened params} of the finished experiments `dvc exp show` lists."""
-    from commands.gather import flat
+    from commands.compose import flat
 
     out = {}
     for rev in json.loads(sh(["dvc", "exp", "show", "--json"], dst).stdout):

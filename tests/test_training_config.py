@@ -10,7 +10,8 @@ from stages import methods
 from stages.core import params as P
 from stages.core.io import StageError
 from stages.core.modeling import fit_prompt
-from stages.core.training import check_methods, method_config, precision_flags
+from stages.core.training import check_configs
+from stages.core.trl_fields import precision_flags
 from stages.methods import dpo
 from stages.methods.base import train_tokenizer
 
@@ -24,7 +25,7 @@ def study(monkeypatch):
 
 
 def config(raw: dict, method: str, tmp_path):
-    return method_config(methods.load(method), P.validate(raw), method, tmp_path)
+    return methods.load(method).config(P.validate(raw), tmp_path)
 
 
 def test_study_sft_config(study, tmp_path):
@@ -87,10 +88,11 @@ def test_any_trl_field_is_read_by_trl_and_bad_ones_are_refused(study, tmp_path):
 
 
 def test_a_typo_in_any_used_method_stops_the_first_training_stage(study):
-    """check_methods (run by every train stage before training) reads every method the table uses."""
-    check_methods(P.validate(study), methods.load)
+    """check_configs (run by every train stage before training) reads every method the table uses."""
+    check_configs(methods.used(P.validate(study)), P.validate(study))
     with pytest.raises(StageError, match="dpo.bta: not a field of trl.DPOConfig"):
-        check_methods(P.validate({**study, "dpo": {**study["dpo"], "bta": 0.2}}), methods.load)
+        typo = P.validate({**study, "dpo": {**study["dpo"], "bta": 0.2}})
+        check_configs(methods.used(typo), typo)
 
 
 def test_the_check_of_other_methods_leaves_the_process_count_to_their_own_stage(study, monkeypatch, tmp_path):
@@ -100,10 +102,10 @@ def test_the_check_of_other_methods_leaves_the_process_count_to_their_own_stage(
 
     monkeypatch.setattr(distributed, "world_size", lambda: 2)  # (TrainingArguments itself stays single-process)
     params = P.validate(study)
-    check_methods(params, methods.load)
-    assert method_config(methods.load("sft"), params, "sft", tmp_path).gradient_accumulation_steps == 2
+    check_configs(methods.used(params), params)
+    assert methods.load("sft").config(params, tmp_path).gradient_accumulation_steps == 2
     with pytest.raises(StageError, match="gradient_accumulation_steps 1 is not a multiple of the 2 processes"):
-        method_config(methods.load("base"), params, "base", tmp_path)
+        methods.load("base").config(params, tmp_path)
 
 
 def test_cpu_default_response_only_sft(monkeypatch, tmp_path):
@@ -124,3 +126,25 @@ def test_study_dpo_prompt_is_trls_common_prefix():
     pair = {"prompt": "\n\nHuman: Hi?\n\nAssistant:", "chosen": "I can help.", "rejected": "I won't."}
     assert dpo.split_pair(pair, "last_assistant") == ("\n\nHuman: Hi?\n\nAssistant:", " I can help.", " I won't.")
     assert dpo.split_pair(pair, "common_prefix") == ("\n\nHuman: Hi?\n\nAssistant: I", " can help.", " won't.")
+
+
+def test_a_method_is_a_class_whose_declarations_are_checked_when_it_loads():
+    """Every method of stages/methods/ loads as one Method with its declared members; a subclass that leaves one out
+    (or names an own key its Params lacks) fails as its module loads, not after training."""
+    from pydantic import Field
+
+    from stages.core.training import Method
+
+    for name in ("base", "sft", "dpo", "orpo"):
+        method = methods.load(name)
+        assert isinstance(method, Method) and method.name == name and method.description
+    assert methods.load("base").key == "base.pretrain" and methods.load("dpo").owned == {"truncation_mode": "truncation"}
+
+    class Own(P.Section):
+        loss_on: str = Field(min_length=1)
+
+    with pytest.raises(TypeError, match="declares no description"):
+        type("Nameless", (Method,), {"name": "x", "tags": (), "Params": Own, "__module__": "m"})
+    with pytest.raises(TypeError, match="owned names keys its Params lacks: lose_on"):
+        type("Typo", (Method,), {"name": "x", "description": "x", "tags": (), "Params": Own,
+                                 "owned": {"completion_only_loss": "lose_on"}, "__module__": "m"})

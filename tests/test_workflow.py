@@ -53,7 +53,7 @@ def test_the_comment_has_the_diffs_and_working_image_links(tiny_repo, tmp_path):
     assert "## HmR / HpR / CAS against `HEAD`" in comment and "## Params against `HEAD`" in comment
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", comment)
     titles = re.findall(r"!\[([^\]]*)\]", comment)
-    assert {"Training loss", "CAS by model", "DPO held-out reward accuracy"} <= set(titles)
+    assert {"Training loss", "CAS by model", "Held-out reward accuracy"} <= set(titles)
     assert len(links) >= 10
     for link in links:  # relative to the comment file, and there
         assert not link.startswith(("/", "http")) and (out / link).is_file(), link

@@ -78,11 +78,6 @@ def normalise_prompt(text: str, end_with_assistant: bool = True) -> str:
     return text
 
 
-def truncate_prompt_left(prompt_ids: list[int], max_tokens: int) -> list[int]:
-    """Keep the end of a prompt (the last turns matter most); the response is never cut here."""
-    return prompt_ids[-max_tokens:] if len(prompt_ids) > max_tokens else prompt_ids
-
-
 def dataset_files(p) -> list[str]:
     """The files of Anthropic's repository `p` (params.download) reads: `<subset>/<split>.jsonl.gz`."""
     return [f"{subset}/{split}.jsonl.gz" for subset in p.subsets for split in p.splits]

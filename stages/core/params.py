@@ -30,6 +30,7 @@ def _count(value):
 
 Count = Annotated[Union[Literal["all"], int], BeforeValidator(_count)]
 METHODS = Path(__file__).resolve().parents[1] / "methods"  # one module per training method
+JUDGES = Path(__file__).resolve().parents[1] / "judges"  # one module per kind of judge
 BASE_START = "data/clean/train.jsonl"  # what the base model starts from (its method reads base.source)
 
 
@@ -165,24 +166,30 @@ class Thresholds(Section):
     helpful: Threshold
 
 
-class JudgeSpec(Section):
+class JudgeEntry(BaseModel):
+    """One judge of `score.judges`: what every kind has. The kind's own fields (path, revision, batch size, ...) are
+    read by its module's Spec (stages/judges/<kind>.py) when the judges load. An entry with a `revision` whose `path`
+    names no local folder is a hub download, whatever its kind (`hub_references`: pinned in the study's profiles)."""
+    model_config = ConfigDict(extra="allow", strict=True)
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    kind: Literal["pipeline", "sequence_classifier"]
-    path: str  # hub id or local folder
-    revision: Optional[str]
-    # (prompt, response) text pair | one "\n\nHuman: ...\n\nAssistant: ..." text | the model's chat template
-    input_format: Literal["pair", "hh", "chat"]
-    batch_size: int = PosInt
-    max_length: Optional[int] = Field(ge=1)  # null: the tokenizer's own limit (what truncation=True does)
-    pickle_sha256: Optional[str] = Sha256
-    # auto: the GPU when there is one | cpu (the study's evaluation notebook moved nothing to a GPU)
-    device: Literal["auto", "cpu"] = "auto"
-    round_to: Optional[int] = Field(default=None, ge=0, le=12)  # decimals each reward keeps (the study: 4); null: all
-    thresholds: Thresholds  # what counts as harmless / helpful for this judge
+    kind: str  # a module of stages/judges/
+    round_to: Optional[int] = Field(default=None, ge=0, le=12)
+    thresholds: Thresholds
+
+    @model_validator(mode="after")
+    def _known_kind(self):
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", self.kind) or not (JUDGES / f"{self.kind}.py").is_file():
+            kinds = sorted(f.stem for f in JUDGES.glob("*.py") if f.stem != "__init__")
+            raise ValueError(f"kind: no judge kind '{self.kind}' (stages/judges/: {', '.join(kinds)})")
+        return self
+
+    def extra(self, key: str):
+        """A field of the kind's own (None when the entry has none)."""
+        return (self.model_extra or {}).get(key)
 
 
 class ScoreParams(Section):
-    judges: list[JudgeSpec] = Field(min_length=1)
+    judges: list[JudgeEntry] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _unique(self):
@@ -275,8 +282,8 @@ class Params(Section):
         if self.base.source == "pretrained" and not is_local(self.base.pretrained):
             refs.append(("base.revision", self.base.pretrained, self.base.revision))
         for i, j in enumerate(self.score.judges):
-            if j.kind == "sequence_classifier" and not is_local(j.path):
-                refs.append((f"score.judges.{i}.revision", j.path, j.revision))
+            if "revision" in (j.model_extra or {}) and not is_local(str(j.extra("path"))):  # a kind that downloads
+                refs.append((f"score.judges.{i}.revision", j.extra("path"), j.extra("revision")))
         return refs
 
     @model_validator(mode="after")

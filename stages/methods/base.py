@@ -15,27 +15,14 @@ from pydantic import Field
 from stages.core import hh
 from stages.core import params as P
 from stages.core.modeling import count_trainable, load_pretrained, load_tokenizer
-from stages.core.training import Job, Trained, model_writer, throughput
+from stages.core.training import Job, Method, Trained, model_writer, throughput
 
 START_LOSS_TEXTS = 64  # pretrained path: transcripts for the starting loss
-DESCRIPTION = "the base model (no alignment training)"  # on its model card (stages/release.py)
-TAGS = []  # the card's hub tags
-OWNED: dict = {}
 
 
 class Params(P.Section):
     """base.pretrain's own keys; every other key is a field of TRL's SFTConfig."""
     max_train_pairs: Optional[int] = Field(default=None, ge=1)
-
-
-def config_class():
-    from trl import SFTConfig
-
-    return SFTConfig
-
-
-def managed(own: Params) -> dict:
-    return {"packing": False}
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -80,7 +67,7 @@ def pretrained(job: Job) -> Trained:
     from trl import SFTTrainer
 
     b = job.params.base
-    cfg = job.config()
+    cfg = job.config
     tok = load_tokenizer(b.pretrained, b.revision)
     # facebook/opt-350m is published only as pytorch_model.bin: read once here, with its digest checked against
     # base.pickle_sha256, and saved as safetensors, which is all any later stage loads
@@ -99,7 +86,7 @@ def scratch(job: Job) -> Trained:
     from trl import SFTTrainer
 
     texts = dialogue_texts(job.rows)
-    cfg = job.config()
+    cfg = job.config
     tok = train_tokenizer(texts, job.params.base.scratch.vocab_size)
     model = build_model(tok, job.params.base.scratch)
     resume = job.run.resume_from()
@@ -113,5 +100,24 @@ def scratch(job: Job) -> Trained:
                    timing=throughput(trainer, out))
 
 
-def train(job: Job) -> Trained:
-    return pretrained(job) if job.params.base.source == "pretrained" else scratch(job)
+class Base(Method):
+    """The starting model: a pretrained checkpoint saved as safetensors, or a small OPT trained here."""
+
+    name = "base"
+    description = "the base model (no alignment training)"  # how it was made, on its model card and DVC artifact
+    tags = ()  # hub tags on its card, labels of its artifact
+    curves = ()  # DVCLive metrics it logs beyond loss and learning rate: its plots
+    owned = {}  # TRL fields it sets from its own keys
+    Params = Params
+
+    @staticmethod
+    def config_class():
+        from trl import SFTConfig
+
+        return SFTConfig
+
+    def managed(self, own: Params) -> dict:
+        return {"packing": False}
+
+    def train(self, job: Job) -> Trained:
+        return pretrained(job) if job.params.base.source == "pretrained" else scratch(job)

@@ -33,11 +33,8 @@ from stages.core import hh
 from stages.core import params as P
 from stages.core.io import StageError
 from stages.core.modeling import count_trainable, fit_prompt
-from stages.core.training import Job, Trained, effective_batch_size, throughput
+from stages.core.training import Job, Method, Trained, effective_batch_size, throughput
 
-DESCRIPTION = "DPO (LoRA)"  # on its model card (stages/release.py)
-TAGS = ["dpo", "lora"]  # the card's hub tags
-OWNED = {"truncation_mode": "truncation"}  # TRL fields this method sets from its own keys
 
 
 class LoraParams(P.Section):
@@ -67,16 +64,6 @@ class Params(P.Section):
     # (TRL 0.16.1, applied to the padded batch)
     truncation: Literal["fit_prompt", "keep_end"]
     merge_adapter: bool  # true: sample the merged weights | false: the start model + unmerged adapter (the study)
-
-
-def config_class():
-    from trl import DPOConfig
-
-    return DPOConfig
-
-
-def managed(own: Params) -> dict:
-    return {"truncation_mode": "keep_end" if own.truncation == "keep_end" else "keep_start", "eval_strategy": "steps"}
 
 
 def split_pair(r: dict, how: str) -> tuple[str, str, str]:
@@ -129,41 +116,62 @@ def build_trainer(own: Params, cfg, model, tok, rows: list[dict], heldout: list[
                            peft_config=lora_config(own), callbacks=callbacks, tokenization=own)
 
 
-def train(job: Job) -> Trained:
-    own = job.own
-    heldout = job.heldout(own.eval_pairs)
-    cfg = job.config()  # checked before anything is loaded
-    tok, model = job.load_start()
-    check_lora_targets(model, own.lora.target_modules, job.start)
-    resume = job.run.resume_from()
-    trainer = build_trainer(own, cfg, model, tok, job.rows, heldout, job.run.callbacks(resume=bool(resume)))
-    job.run.attach(trainer)
-    trainable = count_trainable(trainer.model)
-    before = {k: v for k, v in trainer.evaluate().items()} if not resume else {}
-    out = trainer.train(resume_from_checkpoint=resume)
-    final = trainer.evaluate()
-    start = job.start
+class DPO(Method):
+    """DPO with a LoRA adapter (TRL's DPOTrainer, PEFT's LoraConfig), the reference being the start model."""
 
-    def write(tmp: Path):
-        trainer.model.save_pretrained(tmp / "adapter", safe_serialization=True)  # the adapter itself
-        if own.merge_adapter:
-            trainer.model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
-        else:  # sampled as the study did, start model + unmerged adapter (DVC's cache stores identical files once)
-            shutil.copytree(start, tmp / "start", ignore=shutil.ignore_patterns("run.json"))
-        tok.save_pretrained(tmp)
+    name = "dpo"
+    description = "DPO (LoRA)"  # how it was made, on its model card and DVC artifact
+    tags = ("dpo", "lora")  # hub tags on its card, labels of its artifact
+    curves = (
+    "rewards/margins", "rewards/chosen", "rewards/rejected",
+    "eval/rewards/accuracies", "eval/rewards/margins",
+)  # DVCLive metrics it logs beyond loss and learning rate: its plots
+    owned = {"truncation_mode": "truncation"}  # TRL fields it sets from its own keys
+    Params = Params
 
-    metrics = {
-        "final_loss": round(out.training_loss, 4), "steps": out.global_step,
-        "trainable_parameters": trainable, "effective_batch_size": effective_batch_size(trainer.args),
-        "heldout_pairs": len(heldout),
-        "heldout_reward_accuracy": round(final.get("eval_rewards/accuracies", float("nan")), 4),
-        "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),
-        "heldout_reward_margin_before": round(before.get("eval_rewards/margins", float("nan")), 4) if before else None,
-    }
-    print(f"{job.name}: held-out accuracy {metrics['heldout_reward_accuracy']}, margin {metrics['heldout_reward_margin']}")
-    return Trained(write, metrics, timing=throughput(trainer, out),
-                   record={"start": str(start), "beta": cfg.beta, "precision": job.params.distributed.mixed_precision})
+    @staticmethod
+    def config_class():
+        from trl import DPOConfig
 
+        return DPOConfig
+
+    def managed(self, own: Params) -> dict:
+        return {"truncation_mode": "keep_end" if own.truncation == "keep_end" else "keep_start", "eval_strategy": "steps"}
+
+    def train(self, job: Job) -> Trained:
+        own = job.own
+        heldout = job.heldout(own.eval_pairs)
+        cfg = job.config  # checked before anything is loaded
+        tok, model = job.load_start()
+        check_lora_targets(model, own.lora.target_modules, job.start)
+        resume = job.run.resume_from()
+        trainer = build_trainer(own, cfg, model, tok, job.rows, heldout, job.run.callbacks(resume=bool(resume)))
+        job.run.attach(trainer)
+        trainable = count_trainable(trainer.model)
+        before = {k: v for k, v in trainer.evaluate().items()} if not resume else {}
+        out = trainer.train(resume_from_checkpoint=resume)
+        final = trainer.evaluate()
+        start = job.start
+
+        def write(tmp: Path):
+            trainer.model.save_pretrained(tmp / "adapter", safe_serialization=True)  # the adapter itself
+            if own.merge_adapter:
+                trainer.model.merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+            else:  # sampled as the study did, start model + unmerged adapter (DVC's cache stores identical files once)
+                shutil.copytree(start, tmp / "start", ignore=shutil.ignore_patterns("run.json"))
+            tok.save_pretrained(tmp)
+
+        metrics = {
+            "final_loss": round(out.training_loss, 4), "steps": out.global_step,
+            "trainable_parameters": trainable, "effective_batch_size": effective_batch_size(trainer.args),
+            "heldout_pairs": len(heldout),
+            "heldout_reward_accuracy": round(final.get("eval_rewards/accuracies", float("nan")), 4),
+            "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),
+            "heldout_reward_margin_before": round(before.get("eval_rewards/margins", float("nan")), 4) if before else None,
+        }
+        print(f"{job.name}: held-out accuracy {metrics['heldout_reward_accuracy']}, margin {metrics['heldout_reward_margin']}")
+        return Trained(write, metrics, timing=throughput(trainer, out),
+                       record={"start": str(start), "beta": cfg.beta, "precision": job.params.distributed.mixed_precision})
 
 # TRL 0.16.1's tokenization, for the study's settings
 

@@ -19,28 +19,14 @@ from pydantic import Field
 
 from stages.core import params as P
 from stages.core.modeling import count_trainable, fit_prompt
-from stages.core.training import Job, Trained, effective_batch_size, model_writer, throughput
+from stages.core.training import Job, Method, Trained, effective_batch_size, model_writer, throughput
 
-DESCRIPTION = "ORPO (SFT and preference alignment in one full fine-tune)"  # on its model card (stages/release.py)
-TAGS = ["orpo"]  # the card's hub tags
-OWNED: dict = {}  # TRL fields this method sets from its own keys
 
 
 class Params(P.Section):
     """orpo's own keys; every other key is a field of TRL's ORPOConfig (beta, learning_rate, max_length, ...)."""
     eval_pairs: int = Field(ge=1)  # held-out pairs for reward accuracy / margin
     max_train_pairs: Optional[int] = Field(default=None, ge=1)
-
-
-def config_class():
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # pinned and tested: see the module's docstring
-    from trl.experimental.orpo import ORPOConfig
-
-    return ORPOConfig
-
-
-def managed(own: Params) -> dict:
-    return {"eval_strategy": "steps"}
 
 
 def preference_dataset(rows: list[dict], tok, max_length: int):
@@ -51,27 +37,50 @@ def preference_dataset(rows: list[dict], tok, max_length: int):
                               "rejected": [" " + r["rejected"] for r in rows]})
 
 
-def train(job: Job) -> Trained:
-    heldout = job.heldout(job.own.eval_pairs)
-    cfg = job.config()  # checked before anything is loaded (and TRL's experimental module imported, silenced)
-    from trl.experimental.orpo import ORPOTrainer
+class ORPO(Method):
+    """ORPO (TRL's ORPOTrainer): SFT and preference alignment in one full fine-tune."""
 
-    tok, model = job.load_start()
-    resume = job.run.resume_from()
-    trainer = ORPOTrainer(model=model, args=cfg, train_dataset=preference_dataset(job.rows, tok, cfg.max_length),
-                          eval_dataset=preference_dataset(heldout, tok, cfg.max_length), processing_class=tok,
-                          callbacks=job.run.callbacks(resume=bool(resume)))
-    job.run.attach(trainer)
-    out = trainer.train(resume_from_checkpoint=resume)
-    final = trainer.evaluate()
+    name = "orpo"
+    description = "ORPO (SFT and preference alignment in one full fine-tune)"  # how it was made, on its model card and DVC artifact
+    tags = ("orpo",)  # hub tags on its card, labels of its artifact
+    curves = (
+    "rewards/margins", "rewards/chosen", "rewards/rejected",
+    "eval/rewards/accuracies", "eval/rewards/margins",
+)  # DVCLive metrics it logs beyond loss and learning rate: its plots
+    owned = {}  # TRL fields it sets from its own keys
+    Params = Params
 
-    metrics = {
-        "final_loss": round(out.training_loss, 4), "steps": out.global_step,
-        "effective_batch_size": effective_batch_size(trainer.args), "trainable_parameters": count_trainable(model),
-        "heldout_pairs": len(heldout),
-        "heldout_reward_accuracy": round(final.get("eval_rewards/accuracies", float("nan")), 4),
-        "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),
-    }
-    return Trained(model_writer(trainer, tok), metrics, timing=throughput(trainer, out),
-                   record={"start": str(job.start), "beta": cfg.beta,
-                           "precision": job.params.distributed.mixed_precision})
+    @staticmethod
+    def config_class():
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # pinned and tested: see the module's docstring
+        from trl.experimental.orpo import ORPOConfig
+
+        return ORPOConfig
+
+    def managed(self, own: Params) -> dict:
+        return {"eval_strategy": "steps"}
+
+    def train(self, job: Job) -> Trained:
+        heldout = job.heldout(job.own.eval_pairs)
+        cfg = job.config  # checked before anything is loaded (and TRL's experimental module imported, silenced)
+        from trl.experimental.orpo import ORPOTrainer
+
+        tok, model = job.load_start()
+        resume = job.run.resume_from()
+        trainer = ORPOTrainer(model=model, args=cfg, train_dataset=preference_dataset(job.rows, tok, cfg.max_length),
+                              eval_dataset=preference_dataset(heldout, tok, cfg.max_length), processing_class=tok,
+                              callbacks=job.run.callbacks(resume=bool(resume)))
+        job.run.attach(trainer)
+        out = trainer.train(resume_from_checkpoint=resume)
+        final = trainer.evaluate()
+
+        metrics = {
+            "final_loss": round(out.training_loss, 4), "steps": out.global_step,
+            "effective_batch_size": effective_batch_size(trainer.args), "trainable_parameters": count_trainable(model),
+            "heldout_pairs": len(heldout),
+            "heldout_reward_accuracy": round(final.get("eval_rewards/accuracies", float("nan")), 4),
+            "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),
+        }
+        return Trained(model_writer(trainer, tok), metrics, timing=throughput(trainer, out),
+                       record={"start": str(job.start), "beta": cfg.beta,
+                               "precision": job.params.distributed.mixed_precision})

@@ -1,0 +1,109 @@
+"""The callbacks every training run attaches: the non-finite guard, plain progress lines in logs, and DVCLive curves
+without wall-clock figures."""
+from __future__ import annotations
+
+import math
+import time
+
+from . import distributed as dist
+from .io import StageError
+from .progress import duration
+
+WALL_CLOCK = ("runtime", "per_second", "_time")  # log keys that measure the machine, not the model: kept out of curves
+
+
+class FiniteGuard:
+    """Stop training at the first non-finite loss or gradient, with one line naming the stage and the step.
+
+    Without it a float16 model (or a too-high learning rate) trains on in NaN: the Trainer's logged loss hides it
+    and the stage saves NaN weights that later stages turn into empty responses and a metrics file that looks valid.
+    """
+
+    def __init__(self, stage: str):
+        from transformers import TrainerCallback
+
+        guard = self
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kwargs):
+                if model is not None:
+                    guard.check_dtype(model)
+
+            def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+                if args.fp16 or model is None:  # fp16's loss scaler skips steps with inf gradients by design
+                    return
+                guard.check_gradients(model, state.global_step + 1)
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                for k in ("loss", "grad_norm"):
+                    v = (logs or {}).get(k)
+                    if isinstance(v, float) and not math.isfinite(v):
+                        raise StageError(f"{guard.stage}: step {state.global_step}: {k} is {v}; stopping (check the "
+                                         "model's dtype and the learning rate)")
+
+        self.stage, self.callback = stage, Callback()
+
+    def check_dtype(self, model) -> None:
+        """Trainable weights are float32 whatever the precision (bf16/fp16 are autocast over float32 weights)."""
+        import torch
+
+        low = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
+                      if p.requires_grad and p.dtype != torch.float32})
+        if low:
+            raise StageError(f"{self.stage}: trainable weights in {', '.join(low)}; stopping before step 1 (AdamW's "
+                             "updates underflow there: load the model in float32)")
+
+    def check_gradients(self, model, step: int) -> None:
+        import torch
+
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads:  # DeepSpeed / FSDP keep gradients elsewhere: the logged loss is still checked
+            return
+        norm = torch.nn.utils.get_total_norm(grads)
+        if not torch.isfinite(norm):
+            first = next(n for n, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
+            dtype = next(model.parameters()).dtype
+            raise StageError(f"{self.stage}: step {step}: non-finite gradient ({float(norm)}) in {first}; stopping "
+                             f"(weights are {str(dtype).replace('torch.', '')}; check the precision and learning rate)")
+
+
+class ProgressLines:
+    """In logs (no terminal), a plain line per logging step: step, share done, loss, speed, ETA."""
+
+    def __init__(self, stage: str):
+        from transformers import TrainerCallback
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                self.start, self.start_step = time.perf_counter(), state.global_step
+
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if not dist.is_main() or not state.max_steps:
+                    return
+                done = state.global_step - self.start_step
+                rate = done / max(time.perf_counter() - self.start, 1e-9)
+                left = (state.max_steps - state.global_step) / rate if rate else 0.0
+                shown = {k: v for k, v in (logs or {}).items() if k in ("loss", "eval_loss", "rewards/margins",
+                                                                         "eval_rewards/accuracies")}
+                values = " ".join(f"{k} {v:.4g}" for k, v in shown.items() if isinstance(v, (int, float)))
+                print(f"{stage}: step {state.global_step}/{state.max_steps} "
+                      f"({100 * state.global_step / state.max_steps:.1f}%) {values} | {rate:.2f} steps/s | "
+                      f"ETA {duration(left)}", flush=True)
+
+        self.callback = Callback()
+
+
+def curves(live_dir, resume: bool):
+    """DVCLive's Trainer callback writing the run's curves into `live_dir`, without wall-clock figures (runtime, samples
+    or steps per second): the curves are then the same bytes on every run; timings go to logs/."""
+    from dvclive import Live
+    from transformers.integrations import DVCLiveCallback
+
+    class Curves(DVCLiveCallback):
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            logs = {k: v for k, v in (logs or {}).items() if not k.endswith(WALL_CLOCK)}
+            super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+
+    # dvcyaml=False: never rewrite the root dvc.yaml; its plots are written by commands.compose.
+    live = Live(str(live_dir), resume=resume, dvcyaml=False, save_dvc_exp=False, report=None)
+    return Curves(live=live)
