@@ -2,7 +2,7 @@
 from conf/fidelity.yaml and the profiles themselves (one source of truth). Not a DVC stage.
 
     python -m commands.fidelity            # print the table
-    python -m commands.fidelity --readme   # refresh it in README.md (between the fidelity markers)
+    python -m commands.fidelity --write    # refresh it in docs/fidelity.md (between the fidelity markers)
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 TABLE = Path("conf/fidelity.yaml")
-README = Path("README.md")
+DOC = Path("docs/fidelity.md")
 MARK = re.compile(r"(<!-- fidelity:begin -->\n).*?(<!-- fidelity:end -->)", re.S)
 
 
@@ -67,13 +67,13 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--readme", action="store_true")
+    ap.add_argument("--write", action="store_true", help=f"refresh the table in {DOC}")
     args = ap.parse_args(argv)
     table = render()
-    if args.readme:
-        text = README.read_text(encoding="utf-8")
-        README.write_text(MARK.sub(lambda m: m.group(1) + table + m.group(2), text), encoding="utf-8")
-        print("fidelity: refreshed README.md")
+    if args.write:
+        text = DOC.read_text(encoding="utf-8")
+        DOC.write_text(MARK.sub(lambda m: m.group(1) + table + m.group(2), text), encoding="utf-8")
+        print(f"fidelity: refreshed {DOC}")
     else:
         print(table)
     return 0

@@ -1,6 +1,6 @@
-"""The fidelity table (conf/fidelity.yaml, rendered into README) is the one source of truth for what the study did:
+"""The fidelity table (conf/fidelity.yaml, rendered into docs/fidelity.md) is the one source of truth for what the study did:
 the composed `study` profile holds every value it names, the `improved` profile differs from the study only where a
-row names a fix, and README shows the table as rendered from the profiles."""
+row names a fix, and docs/fidelity.md shows the table as rendered from the profiles."""
 from commands import compose, fidelity
 
 from .conftest import ROOT
@@ -34,7 +34,7 @@ def test_improved_differs_from_the_study_only_by_named_fixes(monkeypatch):
         assert any(k.startswith(fix) for k in changed), fix
 
 
-def test_readme_shows_the_rendered_table(monkeypatch):
+def test_the_docs_show_the_rendered_table(monkeypatch):
     monkeypatch.chdir(ROOT)
-    readme = (ROOT / "README.md").read_text()
-    assert fidelity.render() in readme, "run: python -m commands.fidelity --readme"
+    doc = (ROOT / "docs/fidelity.md").read_text()
+    assert fidelity.render() in doc, "run: python -m commands.fidelity --write"

@@ -114,9 +114,9 @@ def judge_pickle(cache: dict):
 def test_a_judge_published_only_as_a_pickle_is_read_when_trusted_and_refused_otherwise(cache, tmp_path):
     script = f"""
 import json, sys
-from stages.core.judges import score_rows
-from stages.core import params as P
-spec = P.JudgeSpec.model_validate(dict(name="oasst", kind="sequence_classifier", path="{OASST}", revision="{OASST_COMMIT}",
+from stages.judges import score_rows
+from stages.judges.sequence_classifier import SequenceClassifierSpec
+spec = SequenceClassifierSpec.model_validate(dict(name="oasst", kind="sequence_classifier", path="{OASST}", revision="{OASST_COMMIT}",
     input_format="pair", batch_size=2, max_length=None, pickle_sha256=sys.argv[1] if len(sys.argv) > 1 else None,
     thresholds=dict(harmful=-3.0, helpful=-2.0)))
 rows = [{{"prompt": "Human: hi", "response": "hello"}}, {{"prompt": "Human: kill?", "response": "no"}}]
@@ -148,8 +148,8 @@ def test_pin_fetches_what_the_stages_read_and_prints_the_hub_commands(cache, tmp
     assert len(commands) == 4 and all(c.startswith("hf download ") for c in commands)
     assert f"hf download facebook/opt-350m --revision {OPT_COMMIT} --include" in commands[1]
     assert "'pytorch_model.bin'" in commands[1] and "'pytorch_model.bin'" not in commands[2]  # only where trusted
-    readme = (ROOT / "README.md").read_text()
-    assert all(c in readme for c in commands), "README: the exact cache-filling commands"
+    doc = (ROOT / "docs/study-on-gpu.md").read_text()
+    assert all(c in doc for c in commands), "docs/study-on-gpu.md: the exact cache-filling commands"
     fetched = subprocess.run([sys.executable, "-m", "commands.pin", "--fetch", "--profile", "improved"], cwd=repo,
                              env=env, capture_output=True, text=True)
     assert fetched.returncode == 0, fetched.stderr
