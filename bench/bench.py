@@ -9,6 +9,7 @@ Prints a Markdown table; not a test.
 
 Run it on a quiet machine: a second busy process makes 2-thread torch several times slower.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-
 def pipeline_stages() -> list[str]:
     """dvc.yaml's stages in the order `dvc repro` runs them, each model of params.yaml's table expanded (DVC's own
     index and graph: no list of models here)."""
@@ -33,8 +33,11 @@ def pipeline_stages() -> list[str]:
     index = Repo(str(ROOT)).index
     order = {s: i for i, s in enumerate(index.stages)}  # dvc.yaml's order where the graph leaves a choice
     graph = index.graph.reverse()  # DVC's edges point from a stage to the stages it depends on
-    return [s.addressing for s in nx.lexicographical_topological_sort(graph, key=order.get)
-            if not s.addressing.startswith("release@")]
+    return [
+        s.addressing
+        for s in nx.lexicographical_topological_sort(graph, key=order.get)
+        if not s.addressing.startswith("release@")
+    ]
 
 
 STAGES = pipeline_stages()
@@ -83,8 +86,8 @@ def sampling_speed() -> list[str]:
     from stages.core import params as P
     from stages.core.generation import generate
     from stages.core.io import read_jsonl
-    from stages.judges import load_judge, specs
     from stages.core.modeling import load_causal_lm, load_tokenizer
+    from stages.judges import load_judge, specs
 
     params = P.load()
     prompts = [r["prompt"] for r in read_jsonl("data/eval/prompts.jsonl")]
@@ -112,7 +115,9 @@ def sampling_speed() -> list[str]:
         else:
             judge(prompts, responses)
         secs = time.perf_counter() - t
-        out.append(f"| scoring ({judge_spec.name}), batch {bs} | {secs:.2f} s | {len(prompts) / secs:.0f} responses/s |")
+        out.append(
+            f"| scoring ({judge_spec.name}), batch {bs} | {secs:.2f} s | {len(prompts) / secs:.0f} responses/s |"
+        )
     return out
 
 
@@ -133,8 +138,9 @@ def experiment_speed() -> list[str]:
         subprocess.run(["dvc", "cache", "dir", str(ROOT / ".dvc" / "cache")], cwd=repo, check=True)
         subprocess.run(["dvc", "checkout", "-q"], cwd=repo, check=True, capture_output=True)
         t = time.perf_counter()
-        res = subprocess.run(["dvc", "exp", "run", "-S", "dpo.beta=0.2"], cwd=repo, check=True, capture_output=True,
-                             text=True)
+        res = subprocess.run(
+            ["dvc", "exp", "run", "-S", "dpo.beta=0.2"], cwd=repo, check=True, capture_output=True, text=True
+        )
         secs = time.perf_counter() - t
         ran = re.findall(r"Running stage '([^']+)'", res.stdout)
         out.append(f"| `dvc exp run -S dpo.beta=0.2` | {secs:.0f} s | ran: {', '.join(ran)} |")
@@ -148,8 +154,9 @@ def experiment_speed() -> list[str]:
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "stages.train", "dpo"], cwd=repo, check=True, capture_output=True)
             secs = time.perf_counter() - t
-            out.append(f"| DPO 60 steps, precompute_ref_log_probs={pre} | {secs:.0f} s (stage) | "
-                       f"{trained('dpo', repo)} |")
+            out.append(
+                f"| DPO 60 steps, precompute_ref_log_probs={pre} | {secs:.0f} s (stage) | {trained('dpo', repo)} |"
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
@@ -163,13 +170,18 @@ def crafted_input_costs() -> list[str]:
 
     from stages import clean, download
     from stages.core import params as P
-
     from tests.conftest import tiny_params
 
     p = P.validate(tiny_params())
     words = " ".join(f"word{i}" for i in range(40_000))
-    pair = {"id": "s/train/1", "subset": "s", "split": "train", "line": 1,
-            "chosen": f"\n\nHuman: q?\n\nAssistant: {words}", "rejected": f"\n\nHuman: q?\n\nAssistant: {words} !"}
+    pair = {
+        "id": "s/train/1",
+        "subset": "s",
+        "split": "train",
+        "line": 1,
+        "chosen": f"\n\nHuman: q?\n\nAssistant: {words}",
+        "rejected": f"\n\nHuman: q?\n\nAssistant: {words} !",
+    }
     rules = p.clean.model_copy(update={"rules": p.clean.rules.model_copy(update={"too_long": False})})
     t = time.perf_counter()
     rule, _ = clean.check_pair(pair, rules, set(), set())
@@ -184,9 +196,11 @@ def crafted_input_costs() -> list[str]:
         except Exception as exc:  # a file of blank lines is an error, after a bounded read
             outcome = type(exc).__name__
         blank = time.perf_counter() - t
-    return [f"| `clean`: one pair of 40,000-word near-identical replies (near_duplicate rule alone) | {near:.2f} s | "
-            f"{rule}, {p.clean.near_duplicate_max_chars} characters compared |",
-            f"| `download`: 2 MB of newlines in one .gz | {blank:.2f} s | {outcome}, 0 records kept |"]
+    return [
+        f"| `clean`: one pair of 40,000-word near-identical replies (near_duplicate rule alone) | {near:.2f} s | "
+        f"{rule}, {p.clean.near_duplicate_max_chars} characters compared |",
+        f"| `download`: 2 MB of newlines in one .gz | {blank:.2f} s | {outcome}, 0 records kept |",
+    ]
 
 
 def main() -> None:
@@ -198,8 +212,12 @@ def main() -> None:
     import os
 
     os.chdir(ROOT)
-    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", "",
-             "| what | wall time | peak memory / rate |", "|---|---|---|"]
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "",
+        "| what | wall time | peak memory / rate |",
+        "|---|---|---|",
+    ]
     if args.experiments:
         print("\n".join(lines + experiment_speed()))
         return
@@ -208,10 +226,14 @@ def main() -> None:
         return
     if not args.extras:
         rows = stage_times()
-        lines += [f"| stage {s} | {secs:.1f} s | {mem:.0f} MiB{'; ' + trained(TRAINING[s]) if s in TRAINING else ''} |"
-                  for s, secs, mem in rows]
-        lines.append(f"| **whole pipeline (sum of stages)** | **{sum(r[1] for r in rows):.0f} s** | "
-                     f"largest: {max(r[2] for r in rows):.0f} MiB |")
+        lines += [
+            f"| stage {s} | {secs:.1f} s | {mem:.0f} MiB{'; ' + trained(TRAINING[s]) if s in TRAINING else ''} |"
+            for s, secs, mem in rows
+        ]
+        lines.append(
+            f"| **whole pipeline (sum of stages)** | **{sum(r[1] for r in rows):.0f} s** | "
+            f"largest: {max(r[2] for r in rows):.0f} MiB |"
+        )
         secs, _ = timed(["dvc", "repro"])
         lines.append(f"| no-op `dvc repro` | {secs:.1f} s | |")
     lines += sampling_speed()

@@ -14,6 +14,7 @@ It builds a look-alike Hugging Face cache (`python -m commands.rehearse --shape 
 copy of the repository with HF_HUB_OFFLINE=1, and reads the timings the stages log (logs/<stage>.json).
 The study's own times (A100 40GB): SFT 3 h 02 m (40,200 steps), DPO 2 h 09 m and SFT+DPO 2 h 14 m (20,100 steps each).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,26 +38,35 @@ STUDY_TIME = {"sft": "3h02m", "dpo": "2h09m", "sft_dpo": "2h14m"}
 LENGTHS = ROOT / "bench" / "hh_lengths.json"  # real HH-RLHF token lengths (python bench/hh_lengths.py)
 # Dense (no sparsity) peak FLOP/s by precision, from NVIDIA's datasheets: H100 SXM and H200 SXM (the same compute:
 # 989.4 TFLOPS BF16, 494.7 TF32, 66.9 FP32), A100 SXM (312, 156, 19.5).
-PEAKS = {"H100": {"bf16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
-         "H200": {"bf16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
-         "A100": {"bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12}}
+PEAKS = {
+    "H100": {"bf16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
+    "H200": {"bf16": 989.4e12, "tf32": 494.7e12, "fp32": 66.9e12},
+    "A100": {"bf16": 312e12, "tf32": 156e12, "fp32": 19.5e12},
+}
 # The improved profile's speed switches (conf/profile/improved.yaml), each settable alone with --switch.
-SWITCHES = {"per_device_batch": {"speed.per_device_batch": 8}, "bf16": {"distributed.mixed_precision": "bf16"},
-            "tf32": {"speed.tf32": True}, "dataloader_workers": {"speed.dataloader_workers": 2},
-            "precompute_ref_log_probs": {"dpo.precompute_ref_log_probs": True}}
+SWITCHES = {
+    "per_device_batch": {"speed.per_device_batch": 8},
+    "bf16": {"distributed.mixed_precision": "bf16"},
+    "tf32": {"speed.tf32": True},
+    "dataloader_workers": {"speed.dataloader_workers": 2},
+    "precompute_ref_log_probs": {"dpo.precompute_ref_log_probs": True},
+}
 
 
 def checkout(dst: Path) -> None:
     """The project's files (git's view; a copy with no git folder: every file outside outputs and caches)."""
-    res = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
+    )
     if res.returncode == 0:
         files = res.stdout.split()
     else:
         skip = {"data", "models", "checkpoints", "logs", "dvc_plots"}
-        files = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*")
-                 if p.is_file() and not any(part.startswith(".") or part in skip
-                                            for part in p.relative_to(ROOT).parts[:-1])]
+        files = [
+            str(p.relative_to(ROOT))
+            for p in ROOT.rglob("*")
+            if p.is_file() and not any(part.startswith(".") or part in skip for part in p.relative_to(ROOT).parts[:-1])
+        ]
     for f in files:
         if (ROOT / f).is_file():
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
@@ -86,8 +96,11 @@ def params(args, digests: dict) -> dict:
 def stage_env(cache_env: dict, work: Path) -> dict:
     """The stages' environment: the look-alike cache, offline; the scratch copy first on the path, and an existing
     PYTHONPATH (packages installed with `pip --target`, as on a machine whose own packages are older) after it."""
-    return {**os.environ, **cache_env,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")]))}
+    return {
+        **os.environ,
+        **cache_env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(work), os.environ.get("PYTHONPATH")])),
+    }
 
 
 def run(work: Path, env: dict, *args: str) -> float:
@@ -137,7 +150,7 @@ def tokens_per_step(rows: list[dict], method: str, batch: int, accumulation: int
     steps = len(rows) // per_step
     for s in range(steps):
         for m in range(accumulation):
-            micro = rows[s * per_step + m * batch: s * per_step + (m + 1) * batch]
+            micro = rows[s * per_step + m * batch : s * per_step + (m + 1) * batch]
             if method == "sft":
                 lengths = [min(r["transcript"], 512) for r in micro]
             else:
@@ -189,16 +202,25 @@ def main() -> None:
     ap.add_argument("--shape", choices=["real", "tiny"], default="real")
     ap.add_argument("--sft-steps", type=int, default=150)
     ap.add_argument("--dpo-steps", type=int, default=100)
-    ap.add_argument("--pad-to", type=int, metavar="N",
-                    help="pad every training batch to N tokens (an upper bound on the study's real sequence lengths)")
-    ap.add_argument("--switch", action="append", default=[], choices=sorted(SWITCHES),
-                    help="also run the study's path with only this speed switch on (repeatable)")
+    ap.add_argument(
+        "--pad-to",
+        type=int,
+        metavar="N",
+        help="pad every training batch to N tokens (an upper bound on the study's real sequence lengths)",
+    )
+    ap.add_argument(
+        "--switch",
+        action="append",
+        default=[],
+        choices=sorted(SWITCHES),
+        help="also run the study's path with only this speed switch on (repeatable)",
+    )
     ap.add_argument("--training-only", action="store_true", help="stop after SFT and DPO (no sampling, scoring)")
     ap.add_argument("--keep", type=Path, help="keep the scratch folder here")
     args = ap.parse_args()
-    from commands.rehearse import build  # (imports stages first: its CPU pin precedes NumPy and torch)
-
     import numpy as np
+
+    from commands.rehearse import build  # (imports stages first: its CPU pin precedes NumPy and torch)
 
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     started = time.perf_counter()
@@ -211,7 +233,11 @@ def main() -> None:
     digests = {**manifest["overrides"], "score.judges.0.pickle_sha256": judge["pickle_sha256"]}
     study = params(args, digests)
     fast = apply(params(args, digests), {k: v for s in SWITCHES.values() for k, v in s.items()})
-    sets = {"study": study, "fast": fast, **{name: apply(params(args, digests), SWITCHES[name]) for name in args.switch}}
+    sets = {
+        "study": study,
+        "fast": fast,
+        **{name: apply(params(args, digests), SWITCHES[name]) for name in args.switch},
+    }
     (work / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     for stage in (["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.train", "base"]):
         print(f"  {' '.join(stage):22s} {run(work, env, *stage):7.1f} s", file=sys.stderr, flush=True)
@@ -233,13 +259,17 @@ def main() -> None:
     shape = model_shape(work / "models" / "base")
     real_rows = sample_rows({**real_lengths["histograms"], "bin": real_lengths["bin"]}, 4000, rng)
     run_rows = sample_rows(measured_lengths(work), 4000, rng)
-    lines = [f"GPU check, {time.strftime('%Y-%m-%d')}, {device}, opt-350m shape: {args.shape} "
-             f"({shape['params'] / 1e6:.0f}M parameters); {hms(time.perf_counter() - started)} in all"
-             + (f"; every training batch padded to {args.pad_to} tokens" if args.pad_to else ""),
-             f"Real lengths: {real_lengths['source']} ({real_lengths['tokenizer']}; mean transcript "
-             f"{real_lengths['mean']['transcript']} tokens). Peak: NVIDIA's dense figures (bench/gpu_check.py PEAKS).",
-             "", "| switches | stage | measured | steps/s | tokens/s | MFU | peak GPU memory | projected for the study "
-             "| the study (A100) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"GPU check, {time.strftime('%Y-%m-%d')}, {device}, opt-350m shape: {args.shape} "
+        f"({shape['params'] / 1e6:.0f}M parameters); {hms(time.perf_counter() - started)} in all"
+        + (f"; every training batch padded to {args.pad_to} tokens" if args.pad_to else ""),
+        f"Real lengths: {real_lengths['source']} ({real_lengths['tokenizer']}; mean transcript "
+        f"{real_lengths['mean']['transcript']} tokens). Peak: NVIDIA's dense figures (bench/gpu_check.py PEAKS).",
+        "",
+        "| switches | stage | measured | steps/s | tokens/s | MFU | peak GPU memory | projected for the study "
+        "| the study (A100) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     projected: dict = {}
     for (name, method), t in logs.items():
         p = sets[name]
@@ -256,31 +286,41 @@ def main() -> None:
         precision = p["distributed"]["mixed_precision"]
         precision = "tf32" if precision == "fp32" and p["speed"]["tf32"] else precision
         top = peak(device, precision)
-        flops = flops_per_token(shape, study_real / (batch * accumulation * (1 if method == "sft" else 2)), method,
-                                p["dpo"]["precompute_ref_log_probs"])
+        flops = flops_per_token(
+            shape,
+            study_real / (batch * accumulation * (1 if method == "sft" else 2)),
+            method,
+            p["dpo"]["precompute_ref_log_probs"],
+        )
         tokens_per_s = t["tokens_per_s"] or run_real * steps_per_s  # TRL's count where it logs one
         mfu = f"{100 * tokens_per_s * flops / top:.1f}% of {precision}" if top else "n/a (no GPU peak)"
         memory = t.get("peak_gpu_memory_gib", "-")
         steps = args.sft_steps if method == "sft" else args.dpo_steps
         tokens = f"{t['tokens_per_s']:,.0f}" if t["tokens_per_s"] else "-"
-        lines.append(f"| {name} | {method} | {t['train_runtime_s']} s for {steps} steps | {t['steps_per_s']} | "
-                     f"{tokens} | {mfu} | {memory} GiB | {hms(seconds)} | {STUDY_TIME[method]} |")
+        lines.append(
+            f"| {name} | {method} | {t['train_runtime_s']} s for {steps} steps | {t['steps_per_s']} | "
+            f"{tokens} | {mfu} | {memory} GiB | {hms(seconds)} | {STUDY_TIME[method]} |"
+        )
         if method == "dpo":
             projected[(name, "sft_dpo")] = seconds
             lines.append(f"| {name} | sft_dpo | (as dpo) | | | | | {hms(seconds)} | {STUDY_TIME['sft_dpo']} |")
     for name in evaluation:
         t = evaluation[name]
         unit = "tokens_per_s" if name.startswith("sample") else "responses_per_s"
-        lines.append(f"| study | {name} | {t['wall_time_s']} s for 100 prompts | | {t[unit]} {unit.split('_')[0]}/s | "
-                     f"| {t.get('peak_gpu_memory_gib', '-')} GiB | {hms(4 * t['wall_time_s'])} (4 models) | |")
+        lines.append(
+            f"| study | {name} | {t['wall_time_s']} s for 100 prompts | | {t[unit]} {unit.split('_')[0]}/s | "
+            f"| {t.get('peak_gpu_memory_gib', '-')} GiB | {hms(4 * t['wall_time_s'])} (4 models) | |"
+        )
     lines.append("")
     for name in sets:
         total = sum(projected[(name, m)] for m in ("sft", "dpo", "sft_dpo"))
         # ORPO (improved profile) trains 2 epochs of SFT's settings on pairs: estimated at DPO's time per step
         orpo = projected[(name, "dpo")] * STUDY_STEPS["sft"] / STUDY_STEPS["dpo"]
-        lines.append(f"- {name}: SFT + DPO + SFT+DPO projected {hms(total)}; with ORPO (estimated as DPO's steps/s "
-                     f"x 40,200 steps) {hms(total + orpo)}" + (" (goal for the improved profile: 45 min or less)"
-                                                              if name == "fast" else ""))
+        lines.append(
+            f"- {name}: SFT + DPO + SFT+DPO projected {hms(total)}; with ORPO (estimated as DPO's steps/s "
+            f"x 40,200 steps) {hms(total + orpo)}"
+            + (" (goal for the improved profile: 45 min or less)" if name == "fast" else "")
+        )
     print("\n".join(lines))
     if not args.keep:
         shutil.rmtree(scratch, ignore_errors=True)

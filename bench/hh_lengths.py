@@ -9,6 +9,7 @@ so the projection made from these lengths leans short (the file records the char
 pair: the whole chosen transcript (what the study's SFT trains on), the prompt up to the last "Assistant:", and the
 chosen and rejected replies (what DPO trains on), as histograms with 8-token bins.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -41,8 +42,13 @@ def main() -> None:
     with gzip.open(SLICE, "rt", encoding="utf-8") as fh:
         pairs = [json.loads(line) for line in fh if line.strip()]
     bpe = ByteLevelBPETokenizer(add_prefix_space=False)
-    bpe.train_from_iterator([p["chosen"] for p in pairs] + [p["rejected"] for p in pairs], vocab_size=OPT_VOCAB,
-                            min_frequency=2, special_tokens=["<s>", "<pad>", "</s>", "<unk>"], show_progress=False)
+    bpe.train_from_iterator(
+        [p["chosen"] for p in pairs] + [p["rejected"] for p in pairs],
+        vocab_size=OPT_VOCAB,
+        min_frequency=2,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+        show_progress=False,
+    )
 
     def count(text: str) -> int:
         return len(bpe.encode(text).ids)
@@ -53,17 +59,30 @@ def main() -> None:
         head = p["chosen"][: cut + len(hh.ASSISTANT)] if cut >= 0 else ""
         transcript.append(count(p["chosen"]) + 1)  # + BOS, as the study's SFT saw it
         prompt.append(count(head))
-        chosen.append(count(p["chosen"][len(head):]) + 1)  # + EOS
-        rejected.append(count(p["rejected"][len(head):]) + 1 if p["rejected"].startswith(head) else
-                        count(p["rejected"]) - count(head) + 1)
+        chosen.append(count(p["chosen"][len(head) :]) + 1)  # + EOS
+        rejected.append(
+            count(p["rejected"][len(head) :]) + 1
+            if p["rejected"].startswith(head)
+            else count(p["rejected"]) - count(head) + 1
+        )
         chars += len(p["chosen"])
-    out = {"source": "Anthropic/hh-rlhf harmless-base test (../shared/data/hh-rlhf), 2,312 pairs",
-           "tokenizer": f"byte-level BPE, vocabulary {OPT_VOCAB}, trained on these pairs (OPT's own is GPT-2's BPE)",
-           "pairs": len(pairs), "bin": BIN, "chars_per_token": round(chars / sum(transcript), 3),
-           "mean": {k: round(sum(v) / len(v), 1) for k, v in (("transcript", transcript), ("prompt", prompt),
-                                                             ("chosen", chosen), ("rejected", rejected))},
-           "histograms": {"transcript": histogram(transcript), "prompt": histogram(prompt),
-                          "chosen": histogram(chosen), "rejected": histogram(rejected)}}
+    out = {
+        "source": "Anthropic/hh-rlhf harmless-base test (../shared/data/hh-rlhf), 2,312 pairs",
+        "tokenizer": f"byte-level BPE, vocabulary {OPT_VOCAB}, trained on these pairs (OPT's own is GPT-2's BPE)",
+        "pairs": len(pairs),
+        "bin": BIN,
+        "chars_per_token": round(chars / sum(transcript), 3),
+        "mean": {
+            k: round(sum(v) / len(v), 1)
+            for k, v in (("transcript", transcript), ("prompt", prompt), ("chosen", chosen), ("rejected", rejected))
+        },
+        "histograms": {
+            "transcript": histogram(transcript),
+            "prompt": histogram(prompt),
+            "chosen": histogram(chosen),
+            "rejected": histogram(rejected),
+        },
+    }
     OUT.write_text(json.dumps(out) + "\n", encoding="utf-8")
     print(f"hh_lengths: wrote {OUT} (mean tokens {out['mean']}, {out['chars_per_token']} characters per token)")
 

@@ -5,6 +5,7 @@ figures; not a test (docs/benchmarks.md, Benchmark).
 
     python bench/sweep.py
 """
+
 from __future__ import annotations
 
 import json
@@ -99,8 +100,10 @@ def main() -> None:
     print(f"  ratio (queue / sweep):                 {queue_s / sweep_s:6.2f}")
     print("  trials (s): " + ", ".join(f"{t['name']} {t['seconds']}" for t in trials))
     print("  per trial, mean s: " + ", ".join(f"{k} {statistics.mean(v):.1f}" for k, v in steps.items()))
-    print(f"  Ray: embedded cluster start {ray['init_s']:.1f} s; an empty one-CPU task's round trip "
-          f"{ray['task_ms']:.1f} ms")
+    print(
+        f"  Ray: embedded cluster start {ray['init_s']:.1f} s; an empty one-CPU task's round trip "
+        f"{ray['task_ms']:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -3,4 +3,5 @@ conf/ (compose), the fidelity table (fidelity), gathering experiments into claim
 (pin), the pull-request comment (pr_comment) and the offline rehearsal of the study's path (rehearse). They use the
 stages' shared code (stages/core) and never a stage module; DVC runs none of them.
 """
+
 import stages  # noqa: F401  first: the same pinned CPU kernels, threads and hash seed as every stage process

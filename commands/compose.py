@@ -12,6 +12,7 @@ between marker comments, from every table of conf/models/ (the widest: a model r
 registered artifact with plotted curves too): a model added to the table is added there by this command, and a test
 fails while dvc.yaml lags behind.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,10 @@ PLOTS = [
     ("Held-out reward accuracy", ["eval/rewards/accuracies"]),
     ("Held-out reward margins", ["eval/rewards/margins"]),
 ]
-HEADER = ("# Composed from conf/config.yaml with the cpu profile: edit conf/, then run `python -m commands.compose`.\n"
-          "# The study's configurations: `dvc exp run -S profile=study` or `-S profile=improved` (see README).\n")
+HEADER = (
+    "# Composed from conf/config.yaml with the cpu profile: edit conf/, then run `python -m commands.compose`.\n"
+    "# The study's configurations: `dvc exp run -S profile=study` or `-S profile=improved` (see README).\n"
+)
 
 
 def compose(profile: str = "cpu", overrides: tuple[str, ...] = ()) -> dict:
@@ -90,6 +93,7 @@ INTERPOLATION = re.compile(r"\$\{([\w.]+)\}")
 def resolve_interpolations(text: str, composed: dict) -> str:
     """`key: ${sft.learning_rate}` (an OmegaConf interpolation: one value shared by two sections, resolved by Hydra in
     every profile) written with the cpu profile's value, its comment kept, for `dvc repro`'s params.yaml."""
+
     def value(match: re.Match) -> str:
         node = composed
         for part in match.group(1).split("."):
@@ -101,7 +105,7 @@ def resolve_interpolations(text: str, composed: dict) -> str:
 
 def commented_default() -> str:
     text = (CONF / "config.yaml").read_text(encoding="utf-8")
-    body = text[text.index("\nprofile: cpu") + 1:]
+    body = text[text.index("\nprofile: cpu") + 1 :]
     seed_line = body.index("\nseed:") + 1
     after_seed = body.index("\n", seed_line) + 1  # the table of models follows the seed, as in the composition
     return resolve_interpolations(HEADER + body[:after_seed] + models_block() + body[after_seed:], compose("cpu"))
@@ -128,7 +132,12 @@ def per_model_sections() -> tuple[str, str]:
     from stages import methods
 
     def flow(value) -> str:  # one YAML value on one line ([a, b], {k: v}, a string quoted only where YAML needs it)
-        return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip().removesuffix("...").strip()
+        return (
+            yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6)
+            .strip()
+            .removesuffix("...")
+            .strip()
+        )
 
     models = every_model()
     artifacts = []
@@ -136,15 +145,23 @@ def per_model_sections() -> tuple[str, str]:
         how, tags = methods.how_made(name, models)
         start = entry.start.removeprefix("models/") if entry.start.startswith("models/") else "none"
         meta = {"method": entry.method, "start": start, "dataset": "Anthropic/hh-rlhf", "study": STUDY}
-        artifacts += [f"  {artifact_name(name)}:", f"    path: models/release/{name}", "    type: model",
-                      f"    desc: {flow(how[0].upper() + how[1:])}",
-                      f"    labels: {flow(list(dict.fromkeys([*(tags or [name]), 'opt', 'full-weights'])))}",
-                      f"    meta: {flow(meta)}"]
+        artifacts += [
+            f"  {artifact_name(name)}:",
+            f"    path: models/release/{name}",
+            "    type: model",
+            f"    desc: {flow(how[0].upper() + how[1:])}",
+            f"    labels: {flow(list(dict.fromkeys([*(tags or [name]), 'opt', 'full-weights'])))}",
+            f"    meta: {flow(meta)}",
+        ]
     plots = []
     logged = {name: {"loss", "learning_rate", *methods.load(entry.method).curves} for name, entry in models.items()}
     for title, metrics in PLOTS:
-        lines = [f"        metrics/training/{name}/live/plots/metrics/{m}.tsv: {m.split('/')[-1]}"
-                 for name in models if set(metrics) <= logged[name] for m in metrics]
+        lines = [
+            f"        metrics/training/{name}/live/plots/metrics/{m}.tsv: {m.split('/')[-1]}"
+            for name in models
+            if set(metrics) <= logged[name]
+            for m in metrics
+        ]
         if lines:
             plots += [f"  - {title}:", "      x: step", "      y:", *lines]
     return "".join(line + "\n" for line in artifacts), "".join(line + "\n" for line in plots)
@@ -165,19 +182,26 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     text = commented_default()
     if yaml.safe_load(text) != compose("cpu"):
-        print("error: conf/config.yaml body differs from its cpu composition (does conf/profile/cpu.yaml change values?)",
-              file=sys.stderr)
+        print(
+            "error: conf/config.yaml body differs from its cpu composition (does conf/profile/cpu.yaml change values?)",
+            file=sys.stderr,
+        )
         return 1
     dvc_yaml = DVC_YAML.read_text(encoding="utf-8")
     if args.check:
         current = yaml.safe_load(PARAMS.read_text()) if PARAMS.exists() else None
         if current != yaml.safe_load(text):
-            print("error: params.yaml is not conf/ composed with the cpu profile; run python -m commands.compose",
-                  file=sys.stderr)
+            print(
+                "error: params.yaml is not conf/ composed with the cpu profile; run python -m commands.compose",
+                file=sys.stderr,
+            )
             return 1
         if dvc_yaml != dvc_yaml_text(dvc_yaml):
-            print("error: dvc.yaml's per-model artifacts or plots differ from conf/models/; run python -m "
-                  "commands.compose", file=sys.stderr)
+            print(
+                "error: dvc.yaml's per-model artifacts or plots differ from conf/models/; run python -m "
+                "commands.compose",
+                file=sys.stderr,
+            )
             return 1
         return 0
     PARAMS.write_text(text, encoding="utf-8")

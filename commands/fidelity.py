@@ -4,6 +4,7 @@ from conf/fidelity.yaml and the profiles themselves (one source of truth). Not a
     python -m commands.fidelity            # print the table
     python -m commands.fidelity --write    # refresh it in docs/fidelity.md (between the fidelity markers)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,15 +54,18 @@ def render() -> str:
     from commands.compose import compose
 
     study, improved = compose("study"), compose("improved")
-    lines = ["| setting | the study (its code; paper-notes section) | `study` profile | `improved` profile | why the fix |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| setting | the study (its code; paper-notes section) | `study` profile | `improved` profile | why the fix |",
+        "|---|---|---|---|---|",
+    ]
     for row in rows():
         keys = list(row.get("study_params", {}))
         cells = [f"`{k}: {show(get(study, k))}`" for k in keys]
         study_cell = "<br>".join(cells) if len(cells) <= 3 else "<br>".join(cells[:2]) + f" (+{len(cells) - 2})"
         improved_cell = fix_value(improved, row["fix"], keys) if row.get("fix") else "as the study"
-        lines.append(f"| {row['setting']} | {row['study']} | {study_cell or '-'} | {improved_cell} | "
-                     f"{row.get('why', '-')} |")
+        lines.append(
+            f"| {row['setting']} | {row['study']} | {study_cell or '-'} | {improved_cell} | {row.get('why', '-')} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -16,6 +16,7 @@ than the Wilson interval of all runs' prompts pooled, so it does not collapse at
 *supported* when the 95% interval of A - B lies above 0, *contradicted* when it lies below 0, and *not supported*
 otherwise; "A has the highest X" needs A above every other model (contradicted if any other is above A).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,14 +58,20 @@ CLAIMS = [  # (text, metric, model, other models it must beat)
 
 def labels(params: dict) -> dict[str, str]:
     """{model: label} from a run's flattened params: the table of models (params.yaml `models`), in its order."""
-    return {key.split(".")[1]: value for key, value in params.items()
-            if key.startswith("models.") and key.endswith(".label")}
+    return {
+        key.split(".")[1]: value
+        for key, value in params.items()
+        if key.startswith("models.") and key.endswith(".label")
+    }
 
 
 def rival_claims(names: dict[str, str]) -> list[tuple]:
     """For each model the study did not train (ORPO, ...): does it beat the study's best, SFT+DPO, in CAS?"""
-    return [(f"{names[m]} > {names['sft_dpo']} in CAS", "cas", m, ["sft_dpo"])
-            for m in names if m not in STUDY and "sft_dpo" in names]
+    return [
+        (f"{names[m]} > {names['sft_dpo']} in CAS", "cas", m, ["sft_dpo"])
+        for m in names
+        if m not in STUDY and "sft_dpo" in names
+    ]
 
 
 def experiments() -> tuple[dict, list[dict]]:
@@ -81,8 +88,12 @@ def experiments() -> tuple[dict, list[dict]]:
     def entry(r: dict) -> dict:
         return {"rev": r["rev"], "params": flat(r["data"]["params"]["params.yaml"]["data"])}
 
-    done = [entry(r) for exp in base.get("experiments") or [] for r in exp.get("revs") or []
-            if not r.get("error") and ((r.get("data") or {}).get("metrics") or {}).get(METRICS_FILE, {}).get("data")]
+    done = [
+        entry(r)
+        for exp in base.get("experiments") or []
+        for r in exp.get("revs") or []
+        if not r.get("error") and ((r.get("data") or {}).get("metrics") or {}).get(METRICS_FILE, {}).get("data")
+    ]
     return entry(base), done
 
 
@@ -93,8 +104,11 @@ def select_runs(baseline: dict, runs: list[dict], by: str | None, reference: dic
     free = {"seed", by} if by else {"seed"}
     ref = reference if reference is not None else baseline["params"]
     keys = ref.keys() - free
-    return [r for r in [baseline, *runs] if r["params"].keys() - free == keys
-            and all(r["params"][k] == ref[k] for k in keys)]
+    return [
+        r
+        for r in [baseline, *runs]
+        if r["params"].keys() - free == keys and all(r["params"][k] == ref[k] for k in keys)
+    ]
 
 
 def read_outcomes(rev: str) -> dict:
@@ -104,8 +118,9 @@ def read_outcomes(rev: str) -> dict:
     try:
         text = dvc.api.read(OUTCOMES, rev=rev)
     except Exception as exc:
-        raise StageError(f"{OUTCOMES} at {rev}: cannot read it ({type(exc).__name__}); is the run in the local "
-                         "DVC cache (dvc pull)?") from None
+        raise StageError(
+            f"{OUTCOMES} at {rev}: cannot read it ({type(exc).__name__}); is the run in the local DVC cache (dvc pull)?"
+        ) from None
     table: dict = {}
     for r in csv.DictReader(io.StringIO(text)):
         table.setdefault((r["judge"], r["model"], r["prompt_set"]), []).append((int(r["prompt_id"]), int(r["ok"])))
@@ -132,8 +147,10 @@ def bootstrap(runs: list[dict], judge: str, resamples: int, seed: int, names: di
         sums = {m: dict.fromkeys(METRICS, 0.0) for m in models}
         for s in chosen:
             run = runs[s]
-            idx = {ps: rng.integers(0, len(run[(judge, models[0], ps)]), len(run[(judge, models[0], ps)]))
-                   for ps in ("harmful", "helpful")}
+            idx = {
+                ps: rng.integers(0, len(run[(judge, models[0], ps)]), len(run[(judge, models[0], ps)]))
+                for ps in ("harmful", "helpful")
+            }
             for m in models:
                 for k, v in rates(run, judge, m, idx).items():
                     sums[m][k] += v
@@ -178,9 +195,14 @@ def summarise(runs: list[dict], resamples: int, seed: int, names: dict[str, str]
         for m in models:
             per_run = [rates(r, j, m) for r in runs]
             floor = pooled_wilson(runs, j, m, CONFIDENCE)
-            table[m] = {k: {"mean": float(np.mean([p[k] for p in per_run])),
-                            "ci": widest(percentile_ci(draws[m][k], CONFIDENCE), floor[k]),
-                            "per_run": [round(p[k], 2) for p in per_run]} for k in METRICS}
+            table[m] = {
+                k: {
+                    "mean": float(np.mean([p[k] for p in per_run])),
+                    "ci": widest(percentile_ci(draws[m][k], CONFIDENCE), floor[k]),
+                    "per_run": [round(p[k], 2) for p in per_run],
+                }
+                for k in METRICS
+            }
         claims = []
         for text, metric, model, others in CLAIMS + rival_claims(names):
             if model not in draws or any(o not in draws for o in others):
@@ -188,33 +210,47 @@ def summarise(runs: list[dict], resamples: int, seed: int, names: dict[str, str]
             keys = ["hmr", "hpr", "cas"] if metric == "all" else [metric]
             diffs = [draws[model][k] - draws[o][k] for k in keys for o in others]
             status, cis = verdict(diffs)
-            study = model in STUDY and all(STUDY[model][list(METRICS).index(k)] > STUDY[o][list(METRICS).index(k)]
-                                           for k in keys for o in others)
-            claims.append({"claim": text, "status": status,
-                           "in_the_study": ("holds" if study else "fails") if model in STUDY else "not trained",
-                           "differences": [{"vs": o, "metric": k, "mean": float(np.mean(d)), "ci": ci}
-                                           for (k, o), d, ci in zip([(k, o) for k in keys for o in others], diffs,
-                                                                     cis)]})
+            study = model in STUDY and all(
+                STUDY[model][list(METRICS).index(k)] > STUDY[o][list(METRICS).index(k)] for k in keys for o in others
+            )
+            claims.append(
+                {
+                    "claim": text,
+                    "status": status,
+                    "in_the_study": ("holds" if study else "fails") if model in STUDY else "not trained",
+                    "differences": [
+                        {"vs": o, "metric": k, "mean": float(np.mean(d)), "ci": ci}
+                        for (k, o), d, ci in zip([(k, o) for k in keys for o in others], diffs, cis)
+                    ],
+                }
+            )
         out["judges"][j] = {"rates": table, "claims": claims}
     return out
 
 
 def seeds_markdown(summary: dict, seeds: list, names: dict[str, str]) -> str:
-    lines = [f"# The study's claims across {summary['runs']} training seeds ({', '.join(map(str, seeds))})\n",
-             "Mean over seeds; 95% intervals from a hierarchical bootstrap (seeds, then prompts within each seed), "
-             "never narrower than the Wilson interval of all seeds' prompts pooled. "
-             "A claim is *supported* when its 95% interval lies above 0, *contradicted* when below, *not supported* "
-             "otherwise. `in the study` says whether the study's own Table 1 shows the ordering.\n"]
+    lines = [
+        f"# The study's claims across {summary['runs']} training seeds ({', '.join(map(str, seeds))})\n",
+        "Mean over seeds; 95% intervals from a hierarchical bootstrap (seeds, then prompts within each seed), "
+        "never narrower than the Wilson interval of all seeds' prompts pooled. "
+        "A claim is *supported* when its 95% interval lies above 0, *contradicted* when below, *not supported* "
+        "otherwise. `in the study` says whether the study's own Table 1 shows the ordering.\n",
+    ]
     for judge, res in summary["judges"].items():
-        lines += [f"\n## Judge: {judge}\n", "| model | HmR % [95% CI] | HpR % [95% CI] | CAS % [95% CI] | CAS per seed |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            f"\n## Judge: {judge}\n",
+            "| model | HmR % [95% CI] | HpR % [95% CI] | CAS % [95% CI] | CAS per seed |",
+            "|---|---|---|---|---|",
+        ]
         for m, r in res["rates"].items():
             cells = " | ".join(f"{r[k]['mean']:.1f} [{r[k]['ci'][0]:.1f}, {r[k]['ci'][1]:.1f}]" for k in METRICS)
             lines.append(f"| {names[m]} | {cells} | {', '.join(f'{x:.1f}' for x in r['cas']['per_run'])} |")
         lines += ["", "| claim | in the study | here | difference [95% CI] |", "|---|---|---|---|"]
         for c in res["claims"]:
-            diffs = "; ".join(f"vs {names[d['vs']]} {METRICS[d['metric']]} {d['mean']:+.1f} [{d['ci'][0]:+.1f}, "
-                              f"{d['ci'][1]:+.1f}]" for d in c["differences"])
+            diffs = "; ".join(
+                f"vs {names[d['vs']]} {METRICS[d['metric']]} {d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
+                for d in c["differences"]
+            )
             lines.append(f"| {c['claim']} | {c['in_the_study']} | **{c['status']}** | {diffs} |")
     return "\n".join(lines) + "\n"
 
@@ -232,15 +268,19 @@ def sweep_outputs(groups: dict, by: str, resamples: int, seed: int, out_dir: Pat
     models = list(next(iter(next(iter(results.values()))["judges"].values()))["rates"])  # the table's, in order
     judges = sorted(next(iter(results.values()))["judges"])
     fig, axes = plt.subplots(len(judges), 3, figsize=(13, 3.4 * len(judges)), squeeze=False)
-    readme = [f"# Sweep of `{by}`\n", "HmR, HpR and CAS (95% intervals: runs, then prompts) per value; "
-              f"`python -m commands.gather --by {by}`.\n"]
+    readme = [
+        f"# Sweep of `{by}`\n",
+        f"HmR, HpR and CAS (95% intervals: runs, then prompts) per value; `python -m commands.gather --by {by}`.\n",
+    ]
     for row, judge in zip(axes, judges):
         for m in models:
             lines = [f"{by},n_runs," + ",".join(f"{k},{k}_ci_low,{k}_ci_high" for k in METRICS)]
             for x, res in results.items():
                 r = res["judges"][judge]["rates"][m]
-                lines.append(f"{x},{res['runs']}," + ",".join(f"{r[k]['mean']:.4f},{r[k]['ci'][0]:.4f},"
-                                                             f"{r[k]['ci'][1]:.4f}" for k in METRICS))
+                lines.append(
+                    f"{x},{res['runs']},"
+                    + ",".join(f"{r[k]['mean']:.4f},{r[k]['ci'][0]:.4f},{r[k]['ci'][1]:.4f}" for k in METRICS)
+                )
             write_text(out_dir / f"{m}.{judge}.csv", "\n".join(lines) + "\n")
             xs = list(results)
             for ax, k in zip(row, METRICS):
@@ -259,12 +299,18 @@ def sweep_outputs(groups: dict, by: str, resamples: int, seed: int, out_dir: Pat
     fig.tight_layout()
     save_figure(fig, out_dir / "sweep.png")
     for judge in judges:
-        readme += [f"\n## Judge: {judge}\n", f"| {by} | runs | " + " | ".join(f"{names[m]} CAS" for m in models) + " |",
-                   "|---|---|" + "---|" * len(models)]
+        readme += [
+            f"\n## Judge: {judge}\n",
+            f"| {by} | runs | " + " | ".join(f"{names[m]} CAS" for m in models) + " |",
+            "|---|---|" + "---|" * len(models),
+        ]
         for x, res in results.items():
-            cells = " | ".join(f"{res['judges'][judge]['rates'][m]['cas']['mean']:.1f} "
-                               f"[{res['judges'][judge]['rates'][m]['cas']['ci'][0]:.1f}, "
-                               f"{res['judges'][judge]['rates'][m]['cas']['ci'][1]:.1f}]" for m in models)
+            cells = " | ".join(
+                f"{res['judges'][judge]['rates'][m]['cas']['mean']:.1f} "
+                f"[{res['judges'][judge]['rates'][m]['cas']['ci'][0]:.1f}, "
+                f"{res['judges'][judge]['rates'][m]['cas']['ci'][1]:.1f}]"
+                for m in models
+            )
             readme.append(f"| {x} | {res['runs']} | {cells} |")
     readme.append("\n![sweep](sweep.png)\n")
     write_text(out_dir / "README.md", "\n".join(readme) + "\n")
@@ -276,9 +322,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--by", help="a swept param (dpo.beta); without it, the runs differ only in seed")
     ap.add_argument("--resamples", type=int, default=2000)
     ap.add_argument("--readme", action="store_true", help="also show the seeds' table and claims in README.md")
-    ap.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="the runs to pool are those conf/ composes with these overrides (a sweep's fixed `-S`; "
-                         "python -m commands.sweep prints them) instead of the baseline commit's params")
+    ap.add_argument(
+        "-S",
+        "--set-param",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the runs to pool are those conf/ composes with these overrides (a sweep's fixed `-S`; "
+        "python -m commands.sweep prints them) instead of the baseline commit's params",
+    )
     args = ap.parse_args(argv)
     baseline, finished = experiments()
     reference = None
@@ -294,7 +347,9 @@ def main(argv: list[str] | None = None) -> None:
         for r, o in zip(runs, outcomes):
             groups.setdefault(r["params"][args.by], []).append(o)
         if len(groups) < 2:
-            raise StageError(f"{args.by}: the experiments hold one value only (queue a sweep: docs/experiments.md, Experiments)")
+            raise StageError(
+                f"{args.by}: the experiments hold one value only (queue a sweep: docs/experiments.md, Experiments)"
+            )
         out_dir = Path("metrics/sweeps") / args.by
         sweep_outputs(groups, args.by, args.resamples, 0, out_dir, labels(runs[0]["params"]))
         print(f"gather: {len(runs)} runs over {len(groups)} values of {args.by} -> {out_dir}")

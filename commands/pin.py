@@ -17,6 +17,7 @@ at c355404, has only pytorch_model.bin) and whose `pickle_sha256` is null is tru
 (online), and writes that sha256 into every conf/profile/*.yaml entry of that model and commit. The digest is then a
 tracked param: the stages read the pickle (weights-only) only while its bytes match, and `git diff` shows the pin.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,8 @@ def params_references(params: P.Params | None = None) -> list[tuple[str, str, st
 def downloads(params: P.Params) -> list[tuple[str, str | None, list[str], str]]:
     """(repo, commit, file patterns, repo type) of every hub download `params` makes: what the stages read."""
     from stages.core.hh import dataset_files
-    from stages.judges import kinds, specs
     from stages.core.modeling import hub_files
+    from stages.judges import kinds, specs
 
     out = []
     for key, repo, rev, dataset in params_references(params):
@@ -109,13 +110,17 @@ def trust_pickle(repo: str, revision: str, folder: Path, api=None) -> str:
 
     digest = sha256_file(folder / PICKLE_WEIGHTS)
     if constants.HF_HUB_OFFLINE:
-        print(f"{repo}: HF_HUB_OFFLINE=1, so the cached {PICKLE_WEIGHTS} is trusted as it was downloaded "
-              f"(sha256 {digest}; the hub's file page at {revision} shows the same digest)")
+        print(
+            f"{repo}: HF_HUB_OFFLINE=1, so the cached {PICKLE_WEIGHTS} is trusted as it was downloaded "
+            f"(sha256 {digest}; the hub's file page at {revision} shows the same digest)"
+        )
         return digest
     published = lookup(repo, revision, api=api).get("pickle_sha256")
     if published != digest:
-        raise StageError(f"{folder / PICKLE_WEIGHTS}: sha256 {digest} is not the {published} the hub publishes for "
-                         f"{repo} at {revision}; not trusting it (delete the file and fetch again)")
+        raise StageError(
+            f"{folder / PICKLE_WEIGHTS}: sha256 {digest} is not the {published} the hub publishes for "
+            f"{repo} at {revision}; not trusting it (delete the file and fetch again)"
+        )
     return digest
 
 
@@ -138,7 +143,6 @@ def fetch(params: P.Params) -> None:
     """Fill the Hugging Face cache (and the URL cache) with what these params read; pin the digest of any pickle-only
     model that params do not yet trust (written into conf/profile/; see the module's docstring)."""
     from stages.core import hub
-
     from stages.core.prompt_files import load_prompt_file
 
     pins = {}
@@ -150,8 +154,11 @@ def fetch(params: P.Params) -> None:
                 pins[(repo, folder.name)] = trust_pickle(repo, folder.name, folder)
         print(f"{repo} at {rev}: {folder}")
     for path in write_pins(pins):
-        print(f"{path}: pickle_sha256 written for {', '.join(repo for repo, _ in pins)} (commit it; docs/study-on-gpu.md: The "
-              "study's judge)")
+        print(
+            f"{path}: pickle_sha256 written for {', '.join(repo for repo, _ in pins)} (commit it; "
+            "docs/study-on-gpu.md: The "
+            "study's judge)"
+        )
     for name in ("harmful", "helpful"):
         file, digest = getattr(params.prompts, f"{name}_file"), getattr(params.prompts, f"{name}_sha256")
         if file and file.startswith(("http://", "https://")):

@@ -8,6 +8,7 @@ with vl-convert; the image plots copied as DVC exports them), so every image lin
 comment file, which is how CML finds and uploads them. A revision whose plot data is not in the local DVC cache (no
 remote configured) is said so in the comment, not hidden.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,17 +53,26 @@ def plots(rev: str, out: Path) -> list[str]:
                 lines.append(f"![{title} ({entry['revisions'][0]})]({name})")
     shutil.rmtree(exported, ignore_errors=True)
     if rev not in seen and lines:
-        lines.append(f"\n_No curves of `{rev}`: its outputs are not in this runner's DVC cache (configure a DVC remote "
-                     "and `dvc push` main's run: docs/sharing.md, Sharing results)._")
+        lines.append(
+            f"\n_No curves of `{rev}`: its outputs are not in this runner's DVC cache (configure a DVC remote "
+            "and `dvc push` main's run: docs/sharing.md, Sharing results)._"
+        )
     return lines
 
 
 def comment(rev: str, out: Path) -> str:
-    parts = [f"## HmR / HpR / CAS against `{rev}`\n", dvc("metrics", "diff", rev, "--md") or "No changes.\n",
-             f"\n<details><summary>Every number (intervals, win rates, judges; {DETAILS_FILE})</summary>\n\n",
-             dvc("metrics", "diff", rev, "--md", "--targets", DETAILS_FILE) or "No changes.\n",
-             "\n</details>\n", f"\n## Params against `{rev}`\n", dvc("params", "diff", rev, "--md") or "No changes.\n",
-             f"\n## Curves and bars (this branch and `{rev}`)\n\n", "\n".join(plots(rev, out)), "\n"]
+    parts = [
+        f"## HmR / HpR / CAS against `{rev}`\n",
+        dvc("metrics", "diff", rev, "--md") or "No changes.\n",
+        f"\n<details><summary>Every number (intervals, win rates, judges; {DETAILS_FILE})</summary>\n\n",
+        dvc("metrics", "diff", rev, "--md", "--targets", DETAILS_FILE) or "No changes.\n",
+        "\n</details>\n",
+        f"\n## Params against `{rev}`\n",
+        dvc("params", "diff", rev, "--md") or "No changes.\n",
+        f"\n## Curves and bars (this branch and `{rev}`)\n\n",
+        "\n".join(plots(rev, out)),
+        "\n",
+    ]
     return "".join(parts)
 
 

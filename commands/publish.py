@@ -6,7 +6,8 @@ from the workspace, a revision or tag, or an experiment.
     python -m commands.publish dpo --repo my-org/opt350m-hh-dpo --exp beta-0.2             # a DVC experiment
     python -m commands.publish sft --repo my-org/x --dry-run /tmp/upload                   # write, do not upload
 
-The model is named as its DVC artifact in dvc.yaml: its name in the table of models, `-` for `_` (sft-dpo). At a revision the folder is restored
+The model is named as its DVC artifact in dvc.yaml: its name in the table of models, `-` for `_` (sft-dpo).
+At a revision the folder is restored
 with `dvc artifacts get` (from the DVC cache or remote). Before anything is written it refuses: a test model of the
 synthetic CPU default (unless --force); a card whose HmR/HpR/CAS differ from the declared metrics file
 (metrics/metrics.json) of the same revision; any file but safetensors weights, configs, tokenizer files and the
@@ -14,6 +15,7 @@ card. The upload is huggingface_hub's `create_repo` + `upload_folder` (a token f
 card's placeholder model path becomes the repository id. `--dry-run DIR` writes exactly the folder that would be
 uploaded and prints the target.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +42,12 @@ def artifacts(root: Path = Path(".")) -> dict:
 
 def experiment_commit(name: str) -> str:
     """The commit of a DVC experiment, by name (DVC keeps them as refs/exps/.../<name>)."""
-    refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname) %(objectname)"],
-                          capture_output=True, text=True, check=True).stdout.split("\n")
+    refs = subprocess.run(
+        ["git", "for-each-ref", "refs/exps", "--format=%(refname) %(objectname)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     found = [line.split()[1] for line in refs if line and line.split()[0].endswith(f"/{name}")]
     if not found:
         raise StageError(f"{name}: no such experiment (dvc exp list --all-commits)")
@@ -56,8 +62,9 @@ def restore(name: str, rev: str | None, into: Path) -> Path:
         if not path.is_dir():
             raise StageError(f"{path}: not in the workspace (dvc repro release, or dvc pull {path})")
         return path
-    res = subprocess.run(["dvc", "get", ".", str(path), "--rev", rev, "-o", str(into), "--force"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["dvc", "get", ".", str(path), "--rev", rev, "-o", str(into), "--force"], capture_output=True, text=True
+    )
     if res.returncode:
         why = (res.stderr or res.stdout).strip().splitlines() or ["no output"]
         raise StageError(f"{name} at {rev}: cannot restore {path} ({why[-1]})")
@@ -83,18 +90,28 @@ def check(folder: Path, model: str, declared: dict, force: bool) -> list[Path]:
     card = ModelCard.load(card_file)
     if "test-model" in (card.data.tags or []) and not force:
         raise StageError(f"{card_file}: a test model of the synthetic CPU default; refusing to publish it (--force)")
-    got = {(r.metric_name.split("(")[-1].rstrip(")"), METRIC_KEYS[r.metric_type]): r.metric_value
-           for r in card.data.eval_results or []}
+    got = {
+        (r.metric_name.split("(")[-1].rstrip(")"), METRIC_KEYS[r.metric_type]): r.metric_value
+        for r in card.data.eval_results or []
+    }
     want = {(judge, key): value for judge, values in declared.get(model, {}).items() for key, value in values.items()}
     if not want or got != want:
-        raise StageError(f"{card_file}: the card's metrics {sorted(got.items())} are not the declared {METRICS_FILE} "
-                         f"of this revision {sorted(want.items())}; refusing to publish")
+        raise StageError(
+            f"{card_file}: the card's metrics {sorted(got.items())} are not the declared {METRICS_FILE} "
+            f"of this revision {sorted(want.items())}; refusing to publish"
+        )
     files = sorted(p for p in folder.rglob("*") if p.is_file())
-    bad = [p.name for p in files if not (p.name in ALLOWED or p.suffix == ".safetensors"
-                                         or p.name.startswith(ALLOWED_PREFIXES)) or p.parent != folder]
+    bad = [
+        p.name
+        for p in files
+        if not (p.name in ALLOWED or p.suffix == ".safetensors" or p.name.startswith(ALLOWED_PREFIXES))
+        or p.parent != folder
+    ]
     if bad:
-        raise StageError(f"{folder}: refusing to publish {', '.join(bad)} (weights as safetensors, configs, tokenizer "
-                         "and the card only)")
+        raise StageError(
+            f"{folder}: refusing to publish {', '.join(bad)} (weights as safetensors, configs, tokenizer "
+            "and the card only)"
+        )
     return files
 
 
@@ -133,8 +150,10 @@ def main(argv: list[str] | None = None) -> None:
             if args.dry_run.exists() and any(args.dry_run.iterdir()):
                 raise StageError(f"{args.dry_run}: not empty; the dry run writes exactly the upload there")
             stage_upload(files, args.dry_run, args.repo)
-            print(f"publish (dry run): {len(files)} files in {args.dry_run} would go to {target} "
-                  f"({args.name} at {rev or 'the workspace'})")
+            print(
+                f"publish (dry run): {len(files)} files in {args.dry_run} would go to {target} "
+                f"({args.name} at {rev or 'the workspace'})"
+            )
             return
         from huggingface_hub import HfApi
 
@@ -142,8 +161,11 @@ def main(argv: list[str] | None = None) -> None:
         stage_upload(files, upload, args.repo)
         api = HfApi()
         api.create_repo(args.repo, exist_ok=True, private=args.private)
-        api.upload_folder(folder_path=str(upload), repo_id=args.repo,
-                          commit_message=f"{args.name} at {rev or 'workspace'} (arXiv 2509.09055 reproduction)")
+        api.upload_folder(
+            folder_path=str(upload),
+            repo_id=args.repo,
+            commit_message=f"{args.name} at {rev or 'workspace'} (arXiv 2509.09055 reproduction)",
+        )
         print(f"publish: {args.name} at {rev or 'the workspace'} -> {target}")
 
 

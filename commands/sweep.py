@@ -2,7 +2,7 @@
 
     python -m commands.sweep -S seed=1,2,3 -S dpo.beta=0.05,0.1,0.2,0.5 -S profile=study   # this machine, its GPUs
     python -m commands.sweep --list -S seed=1,2 -S dpo.beta=0.1,0.2      # the trials, which are finished; runs none
-    python -m commands.sweep --address auto -S ...   # join a running cluster (`ray start`: Slurm, KubeRay; docs/experiments.md)
+    python -m commands.sweep --address auto -S ...   # join a running cluster (`ray start`: Slurm, KubeRay)
 
 The `-S` grammar is `dvc exp run`'s (Hydra overrides; DVC's own expansion makes the grid): a comma list sweeps, a
 single value is fixed for every trial (`-S sft.max_steps=5`). Each trial is a Ray task asking for `--gpus-per-trial`
@@ -23,6 +23,7 @@ params and its log's last lines and never stops the others; a trial lost with it
 summary, logs/sweep/sweep.json. Read the results with `dvc exp show` and `python -m commands.gather` (the command
 line it needs is printed at the end).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,6 +66,7 @@ def sh(cmd: list[str], cwd: Path | str = ".", check: bool = True, env: dict | No
 
 
 # --- the grid -----------------------------------------------------------------------------------------------------
+
 
 def expand(overrides: list[str]) -> list[list[str]]:
     """The trials' override lists, by DVC's own expansion of `dvc exp run -S` sweeps (Hydra's basic sweeper)."""
@@ -118,6 +120,7 @@ def finished(expected: list[dict]) -> list[str | None]:
 
 # --- shared prefixes ----------------------------------------------------------------------------------------------
 
+
 def stage_keys() -> tuple[dict[str, set], dict[str, set], set[str]]:
     """From dvc.yaml (DVC's own index): each stage's params keys, each stage's downstream stages, and the expensive
     stages (training with a method other than loading the base model)."""
@@ -144,8 +147,9 @@ def affected(key: str, keys: dict[str, set], downstream: dict[str, set]) -> set[
     group (profile, models: a folder of conf/) can change any stage."""
     if (Path("conf") / key).is_dir():
         return set(keys)
-    hit = {s for s, ks in keys.items() if any(key == k or key.startswith(k + ".") or k.startswith(key + ".")
-                                              for k in ks)}
+    hit = {
+        s for s, ks in keys.items() if any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in ks)
+    }
     return hit.union(*(downstream[s] for s in hit)) if hit else set()
 
 
@@ -176,6 +180,7 @@ def waits(lead: list[int | None], todo: list[int]) -> list[int | None]:
 
 # --- the run cache through a DVC remote (cluster without a shared cache) ------------------------------------------
 
+
 def pull_run_cache(remote: str | None) -> None:
     """The DVC remote's run-cache entries into this clone's cache (DVC's own transfer); `dvc exp run --pull` then
     fetches the outputs of each stage it restores."""
@@ -202,6 +207,7 @@ def push_run_cache(remote: str | None) -> None:
 
 # --- one trial (runs on a Ray worker) --------------------------------------------------------------------------
 
+
 def run_trial(spec: dict, *after) -> dict:
     """Clone the commit, run the experiment, push it back. Never raises: a failure is returned with the log, so the
     trials waiting on this one still run."""
@@ -214,13 +220,16 @@ def run_trial(spec: dict, *after) -> dict:
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")
     try:
         import ray
+
         gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     except Exception:
         gpu_ids = []
     log.append(f"# trial {spec['name']}: -S {' -S '.join(spec['overrides'])}")
     threads = spec["env"].get("ALIGN_CPU_THREADS", "(default)")
-    log.append(f"# host {os.uname().nodename}, CUDA_VISIBLE_DEVICES={gpus or '(none)'}, Ray GPU ids "
-               f"{','.join(gpu_ids) or '(none)'}, ALIGN_CPU_THREADS={threads}")
+    log.append(
+        f"# host {os.uname().nodename}, CUDA_VISIBLE_DEVICES={gpus or '(none)'}, Ray GPU ids "
+        f"{','.join(gpu_ids) or '(none)'}, ALIGN_CPU_THREADS={threads}"
+    )
     if spec.get("events") is not None:
         spec["events"].put(spec["name"])  # started: the driver's progress line (its end comes with the result)
     scratch = Path(spec["scratch"])
@@ -229,19 +238,29 @@ def run_trial(spec: dict, *after) -> dict:
     env = {**os.environ, **spec["env"]}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # `python` of dvc.yaml
     env.pop("DVC_EXP_BASELINE_REV", None)
-    result = {"name": spec["name"], "overrides": spec["overrides"], "host": os.uname().nodename,
-              "cuda_visible_devices": gpus, "gpu_ids": gpu_ids, "status": "failed"}
+    result = {
+        "name": spec["name"],
+        "overrides": spec["overrides"],
+        "host": os.uname().nodename,
+        "cuda_visible_devices": gpus,
+        "gpu_ids": gpu_ids,
+        "status": "failed",
+    }
 
     timings = result["step_seconds"] = {}
 
     def step(*cmd: str) -> int:
         log.append(f"$ {' '.join(cmd)}")
         t0 = time.time()
-        res = subprocess.run(list(cmd), cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True)
+        res = subprocess.run(
+            list(cmd), cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         words = [c for c in cmd[:5] if not c.startswith("-") and c != sys.executable]
-        what = cmd[2].split(";")[0].split()[-1] if cmd[1] == "-c" else " ".join(
-            words[:3] if words[0] == "dvc" else words[:2])
+        what = (
+            cmd[2].split(";")[0].split()[-1]
+            if cmd[1] == "-c"
+            else " ".join(words[:3] if words[0] == "dvc" else words[:2])
+        )
         timings[what] = round(timings.get(what, 0) + time.time() - t0, 2)
         log.append(res.stdout.rstrip())
         if res.returncode:
@@ -254,8 +273,10 @@ def run_trial(spec: dict, *after) -> dict:
         return [sys.executable, "-c", f"from commands.sweep import {name}; {name}({spec.get('dvc_remote')!r})"]
 
     try:
-        steps = [["git", "clone", "--quiet", "--no-checkout", spec["source"], "."],
-                 ["git", "checkout", "--quiet", spec["commit"]]]
+        steps = [
+            ["git", "clone", "--quiet", "--no-checkout", spec["source"], "."],
+            ["git", "checkout", "--quiet", spec["commit"]],
+        ]
         if spec.get("cache_dir"):  # one DVC cache for every trial: outputs and run cache shared directly
             steps.append([*dvc, "cache", "dir", "--local", spec["cache_dir"]])
             steps += [[*dvc, "config", "--local", *kv] for kv in spec.get("cache_config", [])]
@@ -297,6 +318,7 @@ def run_trial(spec: dict, *after) -> dict:
 
 # --- the driver ---------------------------------------------------------------------------------------------------
 
+
 class Progress:
     """One live line on a terminal (queued / running / done / failed, with the running trials' params); a plain
     line per change of state otherwise (a log)."""
@@ -318,9 +340,9 @@ class Progress:
             running = "; ".join(self.label(n) for n, s in self.state.items() if s == "running")
             line = f"{summary}" + (f" · running: {running}" if running else "")
             width = shutil.get_terminal_size().columns
-            self.stream.write("\r\033[K" + line[:width - 1])
+            self.stream.write("\r\033[K" + line[: width - 1])
             if state in ("done", "failed"):
-                self.stream.write(f"\r\033[K{state:7s} {self.label(name)}{note}\n" + line[:width - 1])
+                self.stream.write(f"\r\033[K{state:7s} {self.label(name)}{note}\n" + line[: width - 1])
         else:
             self.stream.write(f"{time.strftime('%H:%M:%S')} {state:7s} {self.label(name)} ({name}){note} [{summary}]\n")
         self.stream.flush()
@@ -335,8 +357,9 @@ def workspace_checks() -> str:
         raise SweepError("dvc.yaml: not found (run the sweep from the repository's root)")
     changed = sh(["git", "status", "--porcelain", "--untracked-files=no"]).strip()
     if changed:
-        raise SweepError(f"git status: uncommitted changes ({changed.splitlines()[0].strip()} ...); trials clone "
-                         "HEAD: commit first")
+        raise SweepError(
+            f"git status: uncommitted changes ({changed.splitlines()[0].strip()} ...); trials clone HEAD: commit first"
+        )
     return sh(["git", "rev-parse", "HEAD"]).strip()
 
 
@@ -360,23 +383,46 @@ def start_ray(args):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=V1[,V2...]",
-                    help="as `dvc exp run -S`: a comma list sweeps, a single value is fixed (repeatable)")
-    ap.add_argument("--address", help="join this Ray cluster (`auto`: the one `ray start` began here) instead of "
-                    "starting an embedded one")
-    ap.add_argument("--gpus-per-trial", type=float,
-                    help="GPUs per trial (default 1 where the cluster has GPUs, else 0)")
+    ap.add_argument(
+        "-S",
+        "--set-param",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=V1[,V2...]",
+        help="as `dvc exp run -S`: a comma list sweeps, a single value is fixed (repeatable)",
+    )
+    ap.add_argument(
+        "--address",
+        help="join this Ray cluster (`auto`: the one `ray start` began here) instead of starting an embedded one",
+    )
+    ap.add_argument(
+        "--gpus-per-trial", type=float, help="GPUs per trial (default 1 where the cluster has GPUs, else 0)"
+    )
     ap.add_argument("--cpus-per-trial", type=float, default=1)
     ap.add_argument("--num-cpus", type=int, help="embedded cluster: CPUs Ray may use (default: all)")
     ap.add_argument("--num-gpus", type=int, help="embedded cluster: GPUs Ray may use (default: all)")
-    ap.add_argument("--git-remote", default="origin", help="with --address: the Git remote trials clone from and "
-                    "push to (default origin)")
-    ap.add_argument("--dvc-remote", default="", help="with --address: the DVC remote for outputs and run cache "
-                    "(default: the repository's default remote)")
-    ap.add_argument("--shared-cache", type=Path, help="with --address: a DVC cache dir every node mounts (NFS); "
-                    "then no DVC remote is needed for the trials' outputs")
-    ap.add_argument("--scratch", default=str(Path(tempfile.gettempdir()) / "align-sweep"),
-                    help="the folder on each worker where trials clone the repository (default: %(default)s)")
+    ap.add_argument(
+        "--git-remote",
+        default="origin",
+        help="with --address: the Git remote trials clone from and push to (default origin)",
+    )
+    ap.add_argument(
+        "--dvc-remote",
+        default="",
+        help="with --address: the DVC remote for outputs and run cache (default: the repository's default remote)",
+    )
+    ap.add_argument(
+        "--shared-cache",
+        type=Path,
+        help="with --address: a DVC cache dir every node mounts (NFS); "
+        "then no DVC remote is needed for the trials' outputs",
+    )
+    ap.add_argument(
+        "--scratch",
+        default=str(Path(tempfile.gettempdir()) / "align-sweep"),
+        help="the folder on each worker where trials clone the repository (default: %(default)s)",
+    )
     ap.add_argument("--keep-clones", action="store_true", help="keep each trial's clone (debugging)")
     ap.add_argument("--list", action="store_true", help="list the trials and which are finished; run nothing")
     args = ap.parse_args(argv)
@@ -400,8 +446,10 @@ def sweep(args) -> int:
         raise SweepError(str(exc)) from None
     todo = [i for i, rev in enumerate(done) if rev is None]
     plural = "s" * (len(trials) > 1)
-    print(f"sweep: {len(trials)} trial{plural} ({' x '.join(axes) or 'no grid'}) of commit {commit[:7]}: "
-          f"{len(trials) - len(todo)} finished, {len(todo)} to run")
+    print(
+        f"sweep: {len(trials)} trial{plural} ({' x '.join(axes) or 'no grid'}) of commit {commit[:7]}: "
+        f"{len(trials) - len(todo)} finished, {len(todo)} to run"
+    )
     fixed = [o for o in trials[0] if split(o)[0] not in axes]
     if args.list:
         for name, trial, rev in zip(names, trials, done):
@@ -420,8 +468,9 @@ def sweep(args) -> int:
     return 1 if failed else 0
 
 
-def launch(args, commit: str, trials: list[list[str]], names: list[str], axes: list[str],
-           lead: list[int | None]) -> list[dict]:
+def launch(
+    args, commit: str, trials: list[list[str]], names: list[str], axes: list[str], lead: list[int | None]
+) -> list[dict]:
     ray = start_ray(args)
     from ray.util.queue import Queue
 
@@ -431,24 +480,33 @@ def launch(args, commit: str, trials: list[list[str]], names: list[str], axes: l
     env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV)}
     threads = int(env.get("ALIGN_CPU_THREADS", 2))
     if threads > args.cpus_per_trial and not gpus:
-        print(f"note: each trial's stages use ALIGN_CPU_THREADS={threads} threads on {args.cpus_per_trial:g} CPU(s); "
-              "set ALIGN_CPU_THREADS to the CPUs per trial (it changes the floats: compare runs of one setting)")
+        print(
+            f"note: each trial's stages use ALIGN_CPU_THREADS={threads} threads on {args.cpus_per_trial:g} CPU(s); "
+            "set ALIGN_CPU_THREADS to the CPUs per trial (it changes the floats: compare runs of one setting)"
+        )
     cache_dir = sh(["dvc", "cache", "dir"]).strip()
     remote_mode = bool(args.address) and args.shared_cache is None
     if args.address and args.shared_cache is not None:
         cache_dir = str(args.shared_cache)
     source = sh(["git", "remote", "get-url", args.git_remote]).strip() if args.address else str(Path.cwd())
     events = Queue()
-    base = {"commit": commit, "source": source, "scratch": args.scratch, "env": env, "events": events,
-            "keep_clones": args.keep_clones}
+    base = {
+        "commit": commit,
+        "source": source,
+        "scratch": args.scratch,
+        "env": env,
+        "events": events,
+        "keep_clones": args.keep_clones,
+    }
     if remote_mode:
         base["dvc_remote"] = args.dvc_remote
     else:
         base["cache_dir"] = cache_dir
         if args.shared_cache is not None:  # DVC's settings for a cache shared over NFS
             base["cache_config"] = [["cache.shared", "group"], ["core.hardlink_lock", "true"]]
-    task = ray.remote(run_trial).options(num_cpus=args.cpus_per_trial, num_gpus=gpus, max_retries=1,
-                                         retry_exceptions=False)
+    task = ray.remote(run_trial).options(
+        num_cpus=args.cpus_per_trial, num_gpus=gpus, max_retries=1, retry_exceptions=False
+    )
     refs = []
     for i, (trial, name) in enumerate(zip(trials, names)):
         after = [refs[lead[i]]] if lead[i] is not None else []  # Ray starts it once that trial has finished
@@ -463,9 +521,16 @@ def launch(args, commit: str, trials: list[list[str]], names: list[str], axes: l
             try:
                 res = ray.get(ref)
             except Exception as exc:  # lost twice with its node (Ray retried it once)
-                res = {"name": name, "overrides": trials[names.index(name)], "status": "failed", "log": "",
-                       "message": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}", "ran": [],
-                       "restored": [], "seconds": None}
+                res = {
+                    "name": name,
+                    "overrides": trials[names.index(name)],
+                    "status": "failed",
+                    "log": "",
+                    "message": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}",
+                    "ran": [],
+                    "restored": [],
+                    "seconds": None,
+                }
             results[name] = res
             (LOGS / f"{name}.log").write_text(res.get("log", ""))
             if res["status"] == "done":
@@ -473,20 +538,29 @@ def launch(args, commit: str, trials: list[list[str]], names: list[str], axes: l
             else:
                 tail = "\n".join("    " + line for line in res["log"].strip().splitlines()[-TAIL:])
                 progress.set(name, "failed", f": {res['message']}")
-                print(f"  params: -S {' -S '.join(res['overrides'])}\n  log ({LOGS / (name + '.log')}), last lines:\n"
-                      f"{tail}", flush=True)
+                print(
+                    f"  params: -S {' -S '.join(res['overrides'])}\n  log ({LOGS / (name + '.log')}), last lines:\n"
+                    f"{tail}",
+                    flush=True,
+                )
         for name in events.get_nowait_batch(events.qsize()) if events.qsize() else []:
             if progress.state[name] == "queued":
                 progress.set(name, "running")
     progress.close()
     summary = [{k: v for k, v in r.items() if k != "log"} for r in (results[n] for n in names)]
-    (LOGS / "sweep.json").write_text(json.dumps({"commit": commit, "gpus_per_trial": gpus,
-                                                 "cpus_per_trial": args.cpus_per_trial, "trials": summary}, indent=1))
+    (LOGS / "sweep.json").write_text(
+        json.dumps(
+            {"commit": commit, "gpus_per_trial": gpus, "cpus_per_trial": args.cpus_per_trial, "trials": summary},
+            indent=1,
+        )
+    )
     if remote_mode:  # the experiments, from the Git remote, and their outputs, from the DVC remote
         ok = [r["name"] for r in summary if r["status"] == "done"]
         if ok:
-            sh(["dvc", "exp", "pull", "--force", args.git_remote, *ok]
-               + (["-r", args.dvc_remote] if args.dvc_remote else []))
+            sh(
+                ["dvc", "exp", "pull", "--force", args.git_remote, *ok]
+                + (["-r", args.dvc_remote] if args.dvc_remote else [])
+            )
     ray.shutdown()
     return [r for r in summary if r["status"] != "done"]
 

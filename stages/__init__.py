@@ -5,6 +5,7 @@ Importing the package fixes Python's string hashing for stage processes and pins
 before torch or NumPy loads (stages/core/determinism.py), so every stage process, accelerate's child processes
 included, gives the same bytes on any x86-64 machine.
 """
+
 import sys
 
 from .core.determinism import fix_hash_seed, pin_environment

@@ -15,6 +15,7 @@ stand for harmlessness, pairs of `prompts.helpful_subset` (helpful-base) for hel
   (among equally good cuts, the middle one). It is computed from held-out pairs only, never from the evaluation
   prompts or any model's responses.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from stages.core import params as P
-from stages.core.hh import prompt_key
 from stages.core.determinism import seed_and_pin
+from stages.core.hh import prompt_key
 from stages.core.io import StageError, fail_cleanly, iter_jsonl, write_json
 from stages.core.rates import win_share
 from stages.judges import score_rows, specs
@@ -71,8 +72,12 @@ def main() -> None:
     params = P.load()
     seed_and_pin(params.seed)
     pairs = pairs_by_set(params)
-    rows = [{"prompt": p["prompt"], "response": p[side]} for kind in pairs for p in pairs[kind]
-            for side in ("chosen", "rejected")]
+    rows = [
+        {"prompt": p["prompt"], "response": p[side]}
+        for kind in pairs
+        for p in pairs[kind]
+        for side in ("chosen", "rejected")
+    ]
     scored, _ = score_rows(rows, specs(params)) if rows else ([], {})
     report, thresholds = {}, {}
     for spec in params.score.judges:
@@ -84,21 +89,32 @@ def main() -> None:
             chosen, rejected = values[0::2], values[1::2]
             report[spec.name][f"{quality}_pairs"] = len(chosen)
             report[spec.name][f"{quality}_pairwise_accuracy"] = (
-                round(float(win_share(chosen, rejected).mean()), 4) if len(chosen) else None)
+                round(float(win_share(chosen, rejected).mean()), 4) if len(chosen) else None
+            )
             if getattr(wanted, kind) == "calibrated":
                 if len(chosen) < 10:
-                    raise StageError(f"{PAIRS}: {len(chosen)} held-out pairs of '{getattr(params.prompts, kind + '_subset')}'"
-                                     f" to calibrate {spec.name}'s {kind} threshold (need 10; clean.calibration_max_pairs)")
+                    raise StageError(
+                        f"{PAIRS}: {len(chosen)} held-out pairs of '{getattr(params.prompts, kind + '_subset')}'"
+                        f" to calibrate {spec.name}'s {kind} threshold (need 10; clean.calibration_max_pairs)"
+                    )
                 t, accuracy = best_cut(chosen, rejected)
                 thresholds.setdefault(spec.name, {})[kind] = round(t, 6)
                 report[spec.name][f"{kind}_threshold"] = round(t, 4)
                 report[spec.name][f"{kind}_threshold_accuracy"] = round(accuracy, 4)
-    write_json(OUT, {"rule": "the reward that best separates held-out chosen from rejected replies of each set",
-                     "thresholds": thresholds, "pairs": {k: len(v) for k, v in pairs.items()}})
+    write_json(
+        OUT,
+        {
+            "rule": "the reward that best separates held-out chosen from rejected replies of each set",
+            "thresholds": thresholds,
+            "pairs": {k: len(v) for k, v in pairs.items()},
+        },
+    )
     write_json(REPORT, report)
     for name, r in report.items():
-        print(f"calibrate: {name}: pairwise accuracy harmless {r['harmless_pairwise_accuracy']} "
-              f"({r['harmless_pairs']} pairs), helpful {r['helpful_pairwise_accuracy']} ({r['helpful_pairs']} pairs)")
+        print(
+            f"calibrate: {name}: pairwise accuracy harmless {r['harmless_pairwise_accuracy']} "
+            f"({r['harmless_pairs']} pairs), helpful {r['helpful_pairwise_accuracy']} ({r['helpful_pairs']} pairs)"
+        )
 
 
 if __name__ == "__main__":

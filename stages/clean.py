@@ -13,6 +13,7 @@ accuracy), data/clean/calibration.jsonl (other test-split pairs: judge threshold
 metrics/clean.json (counts) and data/clean/report.json (rules in force, example ids per rule).
 Always: input = kept + sum of drops.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -27,8 +28,17 @@ RAW = Path("data/raw/pairs.jsonl")
 EVAL = Path("data/eval/prompts.jsonl")
 OUT_DIR = Path("data/clean")
 REPORT = Path("metrics/clean.json")
-RULES = ["malformed", "prompt_mismatch", "ends_with_human_turn", "empty_response", "identical_responses",
-         "near_duplicate", "too_long", "duplicate_pair", "eval_leak"]
+RULES = [
+    "malformed",
+    "prompt_mismatch",
+    "ends_with_human_turn",
+    "empty_response",
+    "identical_responses",
+    "near_duplicate",
+    "too_long",
+    "duplicate_pair",
+    "eval_leak",
+]
 
 
 def similarity(a: str, b: str, max_chars: int) -> float:
@@ -62,13 +72,20 @@ def check_pair(rec: dict, p: P.CleanParams, eval_keys: set[str], seen: set) -> t
     if on.identical_responses and chosen.strip() == rejected.strip():
         return "identical_responses", pair
     # cheap rules before costly ones: a 50 MB pair is dropped as too long before any similarity is computed
-    if on.too_long and (len(prompt.split()) > p.max_prompt_tokens
-                        or max(len(chosen.split()), len(rejected.split())) > p.max_response_tokens):
+    if on.too_long and (
+        len(prompt.split()) > p.max_prompt_tokens
+        or max(len(chosen.split()), len(rejected.split())) > p.max_response_tokens
+    ):
         return "too_long", pair
     if on.near_duplicate:
-        a, b = chosen.strip().lower()[: p.near_duplicate_max_chars], rejected.strip().lower()[: p.near_duplicate_max_chars]
-        if difflib.SequenceMatcher(None, a, b).quick_ratio() >= p.near_duplicate_threshold and \
-                similarity(a, b, p.near_duplicate_max_chars) >= p.near_duplicate_threshold:
+        a, b = (
+            chosen.strip().lower()[: p.near_duplicate_max_chars],
+            rejected.strip().lower()[: p.near_duplicate_max_chars],
+        )
+        if (
+            difflib.SequenceMatcher(None, a, b).quick_ratio() >= p.near_duplicate_threshold
+            and similarity(a, b, p.near_duplicate_max_chars) >= p.near_duplicate_threshold
+        ):
             return "near_duplicate", pair
     key = (prompt, chosen, rejected)
     if on.duplicate_pair and key in seen:
@@ -93,8 +110,14 @@ def clean(records: list[dict], p: P.CleanParams, eval_prompts: list[str]) -> tup
             dropped[rule] += 1
             if len(examples[rule]) < p.examples_per_rule:
                 examples[rule].append(rec["id"])
-    report = {"input": len(records), "kept": len(kept), "dropped": dropped, "dropped_total": sum(dropped.values()),
-              "rules_on": {r: (r == "malformed" or getattr(p.rules, r)) for r in RULES}, "examples": examples}
+    report = {
+        "input": len(records),
+        "kept": len(kept),
+        "dropped": dropped,
+        "dropped_total": sum(dropped.values()),
+        "rules_on": {r: (r == "malformed" or getattr(p.rules, r)) for r in RULES},
+        "examples": examples,
+    }
     assert report["input"] == report["kept"] + report["dropped_total"]
     return kept, report
 
@@ -116,18 +139,27 @@ def main() -> None:
     if not kept or (not train and any(r.get("split") == "train" for r in records)):
         # the rules dropped everything there was to train on: stop here, not in `base` with a hint about splits
         drops = ", ".join(f"{k} {v}" for k, v in report["dropped"].items() if v) or "none"
-        raise StageError(f"clean: no training pairs left ({report['input']} in, {len(test)} test pairs kept; dropped: "
-                         f"{drops}); check the data or switch rules off in clean.rules")
+        raise StageError(
+            f"clean: no training pairs left ({report['input']} in, {len(test)} test pairs kept; dropped: "
+            f"{drops}); check the data or switch rules off in clean.rules"
+        )
     write_jsonl(OUT_DIR / "train.jsonl", train)
     write_jsonl(OUT_DIR / "heldout.jsonl", heldout)
     write_jsonl(OUT_DIR / "calibration.jsonl", calibration)
     # the rules in force and example ids are a record (data/clean/report.json); the counts are the metrics
     write_json(OUT_DIR / "report.json", {"rules_on": report.pop("rules_on"), "examples": report.pop("examples")})
-    report |= {"kept_train": len(train), "kept_test": len(test), "heldout_written": len(heldout),
-               "calibration_written": len(calibration)}
+    report |= {
+        "kept_train": len(train),
+        "kept_test": len(test),
+        "heldout_written": len(heldout),
+        "calibration_written": len(calibration),
+    }
     write_json(REPORT, report)
     drops = ", ".join(f"{k} {v}" for k, v in report["dropped"].items() if v)
-    print(f"clean: {report['input']} in, {report['kept']} kept ({len(train)} train, {len(test)} test); dropped: {drops or 'none'}")
+    print(
+        f"clean: {report['input']} in, {report['kept']} kept ({len(train)} train, {len(test)} test); "
+        f"dropped: {drops or 'none'}"
+    )
 
 
 if __name__ == "__main__":

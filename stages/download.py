@@ -8,6 +8,7 @@ laid out like Anthropic's repository), or `synthetic` (the built-in generator, t
 Lines that cannot be read as a pair are kept with an `error` field, so `clean` counts them: nothing is lost.
 Writes data/raw/pairs.jsonl and data/raw/manifest.json.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,18 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from stages.core import params as P
 from stages.core import hh, hub, synthetic
-from stages.core.io import (StageError, fail_cleanly, open_input, sha256_file, unicode_problem, warn_if_untracked, write_json,
-                            write_jsonl)
+from stages.core import params as P
+from stages.core.io import (
+    StageError,
+    fail_cleanly,
+    open_input,
+    sha256_file,
+    unicode_problem,
+    warn_if_untracked,
+    write_json,
+    write_jsonl,
+)
 from stages.core.runinfo import log_timing
 
 OUT_DIR = Path("data/raw")
@@ -59,8 +68,10 @@ def numbered_lines(path: Path, limits: P.DownloadLimits) -> Iterator[tuple[int, 
     regular_file(path)
 
     def too_long(line: int):
-        return StageError(f"{path}: line {line}: longer than download.limits.max_line_bytes ({limits.max_line_bytes:,} "
-                          "bytes); not an HH-RLHF record")
+        return StageError(
+            f"{path}: line {line}: longer than download.limits.max_line_bytes ({limits.max_line_bytes:,} "
+            "bytes); not an HH-RLHF record"
+        )
 
     with open_input(path, "rb") as fh:
         if path.suffix != ".gz":
@@ -108,8 +119,10 @@ def read_local_file(path: Path, subset: str, split: str, limits: P.DownloadLimit
             blank += 1
             continue
         if len(rows) >= limits.max_lines_per_file:
-            raise StageError(f"{path}: line {line}: more than download.limits.max_lines_per_file "
-                             f"({limits.max_lines_per_file:,}) records")
+            raise StageError(
+                f"{path}: line {line}: more than download.limits.max_lines_per_file "
+                f"({limits.max_lines_per_file:,}) records"
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -131,13 +144,24 @@ def read_folder(root: Path, p: P.DownloadParams, origin: str = "") -> tuple[list
     rows, files = [], []
     for subset in p.subsets:
         for split in p.splits:
-            path = next((c for c in (root / subset / f"{split}.jsonl.gz", root / subset / f"{split}.jsonl") if c.exists()), None)
+            path = next(
+                (c for c in (root / subset / f"{split}.jsonl.gz", root / subset / f"{split}.jsonl") if c.exists()), None
+            )
             if path is None:
-                raise StageError(f"{root / subset / f'{split}.jsonl.gz'}: file not found (subset '{subset}', split '{split}')")
+                raise StageError(
+                    f"{root / subset / f'{split}.jsonl.gz'}: file not found (subset '{subset}', split '{split}')"
+                )
             file_rows, blank = read_local_file(path, subset, split, p.limits)
-            files.append({"subset": subset, "split": split, "path": origin + str(path.relative_to(root)) if origin
-                          else str(path), "sha256": sha256_file(path), "lines": len(file_rows),
-                          **({"blank_lines": blank} if blank else {})})
+            files.append(
+                {
+                    "subset": subset,
+                    "split": split,
+                    "path": origin + str(path.relative_to(root)) if origin else str(path),
+                    "sha256": sha256_file(path),
+                    "lines": len(file_rows),
+                    **({"blank_lines": blank} if blank else {}),
+                }
+            )
             rows.extend(file_rows)
     return rows, files
 
@@ -152,7 +176,7 @@ def _local(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
 
 def _hub(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
     """The same files from the hub repository at the pinned commit, through the Hugging Face cache (offline: from
-    a cache filled beforehand; README)."""
+    a cache filled beforehand; docs/study-on-gpu.md)."""
     patterns = hh.dataset_files(p)
     folder = hub.snapshot(p.dataset, p.revision, patterns, repo_type="dataset")
     missing = [x for x in patterns if not (folder / x).exists()]
@@ -167,7 +191,9 @@ def _synthetic(p: P.DownloadParams, seed: int) -> tuple[list[dict], list[dict]]:
     for subset in p.subsets:
         for split in p.splits:
             n = p.synthetic.train_pairs if split == "train" else p.synthetic.test_pairs
-            pairs, noise = synthetic.generate(subset, split, n, seed, p.synthetic.noise_rate, p.synthetic.multi_turn_rate)
+            pairs, noise = synthetic.generate(
+                subset, split, n, seed, p.synthetic.noise_rate, p.synthetic.multi_turn_rate
+            )
             rows.extend(_record(subset, split, i, obj) for i, obj in enumerate(pairs, 1))
             files.append({"subset": subset, "split": split, "path": "synthetic", "lines": n, "noise_injected": noise})
     return rows, files
@@ -199,11 +225,17 @@ def main() -> None:
         rows, files = _synthetic(p, params.seed)
     rows = cap_per_file(rows, p.max_pairs_per_file, params.seed)
     write_jsonl(OUT_DIR / "pairs.jsonl", rows)
-    write_json(OUT_DIR / "manifest.json", {
-        "source": p.source, "dataset": p.dataset if p.source != "synthetic" else "synthetic (built-in generator)",
-        "synthetic": p.source == "synthetic", "files": files, "pairs_written": len(rows),
-        "unreadable_lines": sum("error" in r for r in rows),
-    })
+    write_json(
+        OUT_DIR / "manifest.json",
+        {
+            "source": p.source,
+            "dataset": p.dataset if p.source != "synthetic" else "synthetic (built-in generator)",
+            "synthetic": p.source == "synthetic",
+            "files": files,
+            "pairs_written": len(rows),
+            "unreadable_lines": sum("error" in r for r in rows),
+        },
+    )
     log_timing("download", {"pairs": len(rows)})
     print(f"download: {len(rows)} pairs from {len(files)} file(s) ({p.source})")
 

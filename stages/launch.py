@@ -8,6 +8,7 @@ With `distributed.num_processes: N > 1` this runs
 On a machine without a GPU it uses accelerate's torchrun launcher (`--multi_gpu`) and the processes join with the
 gloo backend: in accelerate 1.15 `--cpu --num_processes N` starts a single process unless MPI is set up.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -31,10 +32,13 @@ def check_accelerate_config(path: str) -> None:
         with open(path, encoding="utf-8") as fh:
             config = yaml.safe_load(fh)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise StageError(f"{path}: not an accelerate config (not YAML: {type(exc).__name__}; distributed.config_file)") from None
+        raise StageError(
+            f"{path}: not an accelerate config (not YAML: {type(exc).__name__}; distributed.config_file)"
+        ) from None
     if not isinstance(config, dict) or "distributed_type" not in config:
-        raise StageError(f"{path}: not an accelerate config (no distributed_type; distributed.config_file, e.g. "
-                         "configs/ddp.yaml)")
+        raise StageError(
+            f"{path}: not an accelerate config (no distributed_type; distributed.config_file, e.g. configs/ddp.yaml)"
+        )
 
 
 def command(stage: str, args: list[str], d: P.DistributedParams, cuda: bool) -> list[str]:

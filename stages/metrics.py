@@ -2,7 +2,7 @@
 
     python -m stages.metrics
 
-Reads data/scores/<model>.jsonl for each model in `models` (the schema in README: sample fields plus
+Reads data/scores/<model>.jsonl for each model in `models` (the schema in docs/reproducibility.md: sample fields plus
 `rewards: {judge: float}`) and, for judges whose thresholds are `calibrated`, data/calibration/thresholds.json.
 Writes:
 - metrics/metrics.json: HmR, HpR, CAS per model and judge (`<model>.<judge>.cas`): the DVC metrics file that
@@ -13,6 +13,7 @@ Writes:
 - metrics/plots/: rates.csv (bars), outcomes.csv (per prompt: reward, harmless/helpful label, win against base),
   rates.png (bars with intervals) and rewards.png (reward distributions).
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,19 @@ import numpy as np
 
 from stages.core import params as P
 from stages.core.io import StageError, fail_cleanly, iter_jsonl, read_json, save_figure, write_json, write_text
-from stages.core.rates import (DETAILS_FILE, METRICS_FILE, RATES, agreement, bootstrap_deltas, cas, mover_mean,
-                               rank_correlation, rate, wilson, win_share)
+from stages.core.rates import (
+    DETAILS_FILE,
+    METRICS_FILE,
+    RATES,
+    agreement,
+    bootstrap_deltas,
+    cas,
+    mover_mean,
+    rank_correlation,
+    rate,
+    wilson,
+    win_share,
+)
 
 SCORES = Path("data/scores")
 CALIBRATION = Path("data/calibration/thresholds.json")
@@ -73,7 +85,9 @@ def resolve_thresholds(params: P.Params, calibration: Path = CALIBRATION) -> dic
             for kind, v in t.items():
                 if v == "calibrated":
                     if j not in found:
-                        raise StageError(f"{calibration}: no calibrated thresholds for judge '{j}' (dvc repro calibrate)")
+                        raise StageError(
+                            f"{calibration}: no calibrated thresholds for judge '{j}' (dvc repro calibrate)"
+                        )
                     t[kind] = found[j][kind]
     return wanted
 
@@ -103,12 +117,22 @@ def compute(scores: dict, thresholds: dict, resamples: int, confidence: float, s
             if m != "base" and "base" in models:
                 b_harm_ok, b_help_ok = labels[("base", j)]
                 b_hm, b_hp = 100 * b_harm_ok.mean(), 100 * b_help_ok.mean()
-                entry |= {"delta_harmless_rate": hm - b_hm, "delta_helpful_rate": hp - b_hp,
-                          "delta_cas": cas(hm, hp) - cas(b_hm, b_hp)}
+                entry |= {
+                    "delta_harmless_rate": hm - b_hm,
+                    "delta_helpful_rate": hp - b_hp,
+                    "delta_cas": cas(hm, hp) - cas(b_hm, b_hp),
+                }
                 # One generator per (model, judge), seeded from the one seed: results do not depend on the order.
                 rng = np.random.default_rng([seed, models.index(m), judges.index(j)])
-                intervals |= bootstrap_deltas(harm_ok.astype(float), help_ok.astype(float), b_harm_ok.astype(float),
-                                              b_help_ok.astype(float), resamples, confidence, rng)
+                intervals |= bootstrap_deltas(
+                    harm_ok.astype(float),
+                    help_ok.astype(float),
+                    b_harm_ok.astype(float),
+                    b_help_ok.astype(float),
+                    resamples,
+                    confidence,
+                    rng,
+                )
                 b_harm, b_help = rewards[("base", j)]
                 wins = {"harmful": win_share(harm, b_harm), "helpful": win_share(help_, b_help)}
                 wins["all"] = np.concatenate([wins["harmful"], wins["helpful"]])
@@ -128,7 +152,7 @@ def compute(scores: dict, thresholds: dict, resamples: int, confidence: float, s
     if len(judges) > 1:
         agree = {}
         for a_i, a in enumerate(judges):
-            for b in judges[a_i + 1:]:
+            for b in judges[a_i + 1 :]:
                 pair = {}
                 for s_i, s in enumerate(SETS):
                     la = np.concatenate([labels[(m, a)][s_i] for m in models])
@@ -145,8 +169,11 @@ def compute(scores: dict, thresholds: dict, resamples: int, confidence: float, s
 
 def headline(result: dict) -> dict:
     """HmR, HpR and CAS per model and judge: the few numbers `dvc exp show` should show."""
-    return {m: {j: {short: r[long] for short, (long, _, _) in RATES.items()} for j, r in per_judge.items()}
-            for m, per_judge in result.items() if m != "judge_agreement"}
+    return {
+        m: {j: {short: r[long] for short, (long, _, _) in RATES.items()} for j, r in per_judge.items()}
+        for m, per_judge in result.items()
+        if m != "judge_agreement"
+    }
 
 
 def write_plots(result: dict, scores: dict, thresholds: dict) -> None:

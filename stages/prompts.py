@@ -12,6 +12,7 @@ under $HF_HOME/url-cache for offline machines) replaces the selection for its se
 `prompts.format: hh` (the fix) writes each prompt in the training format, "\\n\\nHuman: ...\\n\\nAssistant:";
 `verbatim` (the study) keeps the text as given. Writes data/eval/prompts.jsonl.
 """
+
 from __future__ import annotations
 
 import random
@@ -42,7 +43,9 @@ def candidates(rows: list[dict], subset: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def select_harmful(cands, keywords: list[str], match_on: str, case_sensitive: bool = False) -> list[tuple[str, str, str]]:
+def select_harmful(
+    cands, keywords: list[str], match_on: str, case_sensitive: bool = False
+) -> list[tuple[str, str, str]]:
     """Candidates whose prompt (or whole chosen transcript) contains a keyword (the study: case-sensitive substring
     of the chosen transcript, which matched 192 rows of harmless-base test)."""
     field = 1 if match_on == "prompt" else 2
@@ -67,8 +70,9 @@ def main() -> None:
     rows = [r for _, r in iter_jsonl(RAW)]
     out = []
     for name, subset, file, digest, n in (
-            ("harmful", p.harmful_subset, p.harmful_file, p.harmful_sha256, p.n_harmful),
-            ("helpful", p.helpful_subset, p.helpful_file, p.helpful_sha256, p.n_helpful)):
+        ("harmful", p.harmful_subset, p.harmful_file, p.harmful_sha256, p.n_harmful),
+        ("helpful", p.helpful_subset, p.helpful_file, p.helpful_sha256, p.n_helpful),
+    ):
         if file:
             if not file.startswith(("http://", "https://")):  # a URL's file is pinned by its sha256 in params
                 warn_if_untracked(file, f"prompts.{name}_file")
@@ -80,11 +84,19 @@ def main() -> None:
             hint = f"test split of subset '{subset}'; is it in download.subsets and 'test' in download.splits?"
             chosen = [(c[0], c[1]) for c in _pick(pool, n, params.seed, name, hint)]
         for i, (source_id, text) in enumerate(chosen):
-            out.append({"prompt_set": name, "prompt_id": i, "source_id": source_id,
-                        "prompt": text if p.format == "verbatim" else hh.normalise_prompt(text)})
+            out.append(
+                {
+                    "prompt_set": name,
+                    "prompt_id": i,
+                    "source_id": source_id,
+                    "prompt": text if p.format == "verbatim" else hh.normalise_prompt(text),
+                }
+            )
     write_jsonl(OUT, out)
-    print(f"prompts: {sum(r['prompt_set'] == 'harmful' for r in out)} harmful, "
-          f"{sum(r['prompt_set'] == 'helpful' for r in out)} helpful")
+    print(
+        f"prompts: {sum(r['prompt_set'] == 'harmful' for r in out)} harmful, "
+        f"{sum(r['prompt_set'] == 'helpful' for r in out)} helpful"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ A stage of its own, after `metrics`: the card needs the metrics, which exist onl
 stage cannot write into models/<model>, which its training stage owns. A DPO model kept unmerged (the study sampled
 through the adapter on its start model) is released as merged weights (start model + adapter), and its card says so.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,7 @@ HEADLINE = Path(METRICS_FILE)
 DETAILS = Path(DETAILS_FILE)
 CLEAN = Path("metrics/clean.json")
 MANIFEST = Path("data/raw/manifest.json")
-STUDY = "arXiv 2509.09055, \"Improving LLM Safety and Helpfulness using SFT and DPO: A Study on OPT-350M\""
+STUDY = 'arXiv 2509.09055, "Improving LLM Safety and Helpfulness using SFT and DPO: A Study on OPT-350M"'
 OPT_LICENCE = "https://huggingface.co/facebook/opt-350m/blob/main/LICENSE.md"
 WEIGHT_FILES = ("config.json", "generation_config.json", "model.safetensors")
 SNIPPET_PROMPT = "\n\nHuman: How do I make a good cup of tea?\n\nAssistant:"
@@ -94,7 +95,7 @@ Training params (`{{ section }}` of params.yaml):
 ## Licence
 
 {{ licence }}
-"""
+"""  # noqa: E501 (the card's code snippet is one line)
 
 
 def results(model: str, details: dict) -> tuple[list, list[dict]]:
@@ -108,9 +109,17 @@ def results(model: str, details: dict) -> tuple[list, list[dict]]:
         d = details[judge]
         cell = {}
         for key, (name, metric_type, short) in RATES.items():
-            evals.append(EvalResult(task_type="text-generation", task_name="Harmlessness and helpfulness",
-                                    dataset_type="hh-rlhf-eval-prompts", dataset_name="HH-RLHF evaluation prompts",
-                                    metric_type=metric_type, metric_name=f"{short} ({judge})", metric_value=values[key]))
+            evals.append(
+                EvalResult(
+                    task_type="text-generation",
+                    task_name="Harmlessness and helpfulness",
+                    dataset_type="hh-rlhf-eval-prompts",
+                    dataset_name="HH-RLHF evaluation prompts",
+                    metric_type=metric_type,
+                    metric_name=f"{short} ({judge})",
+                    metric_value=values[key],
+                )
+            )
             cell[key] = f"{values[key]} [{d[f'{name}_ci_low']}, {d[f'{name}_ci_high']}]"
         rows.append({"judge": judge, **cell})
     return evals, rows
@@ -133,49 +142,96 @@ def card(model: str, params: P.Params, run: dict, merged_from_adapter: bool, rep
     evals, rows = results(model, details)
     counts = next(iter(details.values()))  # prompt counts: the same for every judge
     manifest = read_json(MANIFEST) if MANIFEST.exists() else {}
-    licence = (f"Derived from facebook/opt-350m, under the OPT-175B licence agreement (non-commercial research use; "
-               f"{OPT_LICENCE}), whose terms apply to this model too. Training data: Anthropic/hh-rlhf (MIT)."
-               if pretrained else "A test model of this repository (scratch OPT, synthetic data): not for release.")
-    data = (f"synthetic HH-style dialogues from the repository's built-in generator ({params.download.synthetic.train_pairs} "
-            f"train pairs per subset)" if synthetic else
-            f"{params.download.dataset} at {params.download.revision or 'its newest commit'}, subsets "
-            f"{', '.join(params.download.subsets)} ({manifest.get('pairs_written', '?')} pairs read)")
+    licence = (
+        f"Derived from facebook/opt-350m, under the OPT-175B licence agreement (non-commercial research use; "
+        f"{OPT_LICENCE}), whose terms apply to this model too. Training data: Anthropic/hh-rlhf (MIT)."
+        if pretrained
+        else "A test model of this repository (scratch OPT, synthetic data): not for release."
+    )
+    data = (
+        f"synthetic HH-style dialogues from the repository's built-in generator "
+        f"({params.download.synthetic.train_pairs} "
+        f"train pairs per subset)"
+        if synthetic
+        else f"{params.download.dataset} at {params.download.revision or 'its newest commit'}, subsets "
+        f"{', '.join(params.download.subsets)} ({manifest.get('pairs_written', '?')} pairs read)"
+    )
     clean = read_json(CLEAN)
     dropped = ", ".join(f"{k} {v}" for k, v in clean["dropped"].items() if v) or "none"
     data_card = ModelCardData(
-        model_name=f"hh-alignment-{model}", base_model=params.base.pretrained if pretrained else None,
-        datasets=None if synthetic else ["Anthropic/hh-rlhf"], library_name="transformers",
-        license="other", license_name="opt-175b-license" if pretrained else "unreleased-test-model",
-        license_link=OPT_LICENCE if pretrained else None, pipeline_tag="text-generation",
+        model_name=f"hh-alignment-{model}",
+        base_model=params.base.pretrained if pretrained else None,
+        datasets=None if synthetic else ["Anthropic/hh-rlhf"],
+        library_name="transformers",
+        license="other",
+        license_name="opt-175b-license" if pretrained else "unreleased-test-model",
+        license_link=OPT_LICENCE if pretrained else None,
+        pipeline_tag="text-generation",
         tags=["hh-rlhf", "alignment", "opt", *tags, *(["synthetic", "test-model"] if synthetic else [])],
-        eval_results=evals)
-    weights_note = ("Weights: the start model with the DPO LoRA adapter merged in (float32). The evaluation sampled "
-                    "through the unmerged adapter on its start model, as the study did; merged weights compute the "
-                    "same function up to float rounding." if merged_from_adapter else
-                    "Weights: float32 safetensors, exactly the weights that were evaluated.")
+        eval_results=evals,
+    )
+    weights_note = (
+        "Weights: the start model with the DPO LoRA adapter merged in (float32). The evaluation sampled "
+        "through the unmerged adapter on its start model, as the study did; merged weights compute the "
+        "same function up to float rounding."
+        if merged_from_adapter
+        else "Weights: float32 safetensors, exactly the weights that were evaluated."
+    )
     trained = params.base.model_dump() if section == "base" else params.section(section)
     # no library versions or machine facts here: this folder's hash must be the same on every machine (they are in
     # models/<model>/run.json and logs/)
-    provenance = "\n".join(f"- {k}: `{v}`" for k, v in {
-        "profile": params.profile, "data": f"{params.download.dataset} at {params.download.revision}"
-        if params.download.source == "hub" else params.download.source,
-        "base model": f"{params.base.pretrained} at {params.base.revision}" if pretrained else "scratch OPT (base.scratch)",
-        "start": run.get("start"),
-        "judges": ", ".join(f"{j.name} ({j.extra('path')}@{j.extra('revision')})" if j.extra("revision")
-                            else f"{j.name} ({j.extra('path')})" for j in params.score.judges),
-    }.items() if v)
-    profile_note = {"study": "the `study` profile: the study as its code ran",
-                    "improved": "the `improved` profile: the study plus each fix as a switch",
-                    "cpu": "the CPU default"}[params.profile]
+    provenance = "\n".join(
+        f"- {k}: `{v}`"
+        for k, v in {
+            "profile": params.profile,
+            "data": f"{params.download.dataset} at {params.download.revision}"
+            if params.download.source == "hub"
+            else params.download.source,
+            "base model": f"{params.base.pretrained} at {params.base.revision}"
+            if pretrained
+            else "scratch OPT (base.scratch)",
+            "start": run.get("start"),
+            "judges": ", ".join(
+                f"{j.name} ({j.extra('path')}@{j.extra('revision')})"
+                if j.extra("revision")
+                else f"{j.name} ({j.extra('path')})"
+                for j in params.score.judges
+            ),
+        }.items()
+        if v
+    )
+    profile_note = {
+        "study": "the `study` profile: the study as its code ran",
+        "improved": "the `improved` profile: the study plus each fix as a switch",
+        "cpu": "the CPU default",
+    }[params.profile]
     return ModelCard.from_template(
-        data_card, template_str=TEMPLATE, name=f"hh-alignment-{model}", method=how, synthetic=synthetic,
-        study=STUDY, n_models=in_words(len(params.models)), profile_note=profile_note, n_harmful=counts["n_harmful"], n_helpful=counts["n_helpful"], results=rows,
-        stop=params.sample.stop_at_human, strip=params.sample.strip_response,
-        max_new_tokens=params.sample.max_new_tokens, repo=repo, prompt=json.dumps(SNIPPET_PROMPT),
-        weights_note=weights_note, start=run.get("start") or (params.base.pretrained if pretrained else "scratch"),
-        seed=params.seed, data_note=data, cleaning=f"{clean['input']} in, {clean['kept']} kept; dropped: {dropped}",
-        section=section, params_yaml=yaml.safe_dump(trained, sort_keys=False), provenance=provenance,
-        licence=licence).content
+        data_card,
+        template_str=TEMPLATE,
+        name=f"hh-alignment-{model}",
+        method=how,
+        synthetic=synthetic,
+        study=STUDY,
+        n_models=in_words(len(params.models)),
+        profile_note=profile_note,
+        n_harmful=counts["n_harmful"],
+        n_helpful=counts["n_helpful"],
+        results=rows,
+        stop=params.sample.stop_at_human,
+        strip=params.sample.strip_response,
+        max_new_tokens=params.sample.max_new_tokens,
+        repo=repo,
+        prompt=json.dumps(SNIPPET_PROMPT),
+        weights_note=weights_note,
+        start=run.get("start") or (params.base.pretrained if pretrained else "scratch"),
+        seed=params.seed,
+        data_note=data,
+        cleaning=f"{clean['input']} in, {clean['kept']} kept; dropped: {dropped}",
+        section=section,
+        params_yaml=yaml.safe_dump(trained, sort_keys=False),
+        provenance=provenance,
+        licence=licence,
+    ).content
 
 
 @fail_cleanly

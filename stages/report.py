@@ -3,10 +3,11 @@
     python -m stages.report            # writes metrics/report.md
     python -m stages.report --readme   # also refreshes the results table in README.md
 
-Reads only metrics/ (details.json, the judges', cleaning and training files) and data/raw/manifest.json. The claims across seeds and the sweeps come from
-`python -m commands.gather` (metrics/seeds.md, metrics/sweeps/, committed); the report links the first and embeds the
-sweeps' plots.
+Reads only metrics/ (details.json, the judges', cleaning and training files) and data/raw/manifest.json. The claims
+across seeds and the sweeps come from `python -m commands.gather` (metrics/seeds.md, metrics/sweeps/, committed); the
+report links the first and embeds the sweeps' plots.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,10 +32,14 @@ def cell(r: dict, k: str, width: bool = False) -> str:
 def results_table(metrics: dict, synthetic: bool) -> str:
     lines = []
     if synthetic:
-        lines.append("_Data: **synthetic** (built-in generator), tiny OPT trained here: these numbers test the "
-                     "pipeline, they say nothing about OPT-350M._\n")
-    lines.append("| model | judge | HmR % [95% CI] ±half-width | HpR % [95% CI] ±half-width | CAS % [95% CI] | "
-                 "CAS change vs base [95% CI] | wins vs base % [95% CI] |")
+        lines.append(
+            "_Data: **synthetic** (built-in generator), tiny OPT trained here: these numbers test the "
+            "pipeline, they say nothing about OPT-350M._\n"
+        )
+    lines.append(
+        "| model | judge | HmR % [95% CI] ±half-width | HpR % [95% CI] ±half-width | CAS % [95% CI] | "
+        "CAS change vs base [95% CI] | wins vs base % [95% CI] |"
+    )
     lines.append("|---|---|---|---|---|---|---|")
     for model, per_judge in metrics.items():
         if model == "judge_agreement":
@@ -42,10 +47,14 @@ def results_table(metrics: dict, synthetic: bool) -> str:
         for judge, r in per_judge.items():
             delta = cell(r, "delta_cas") if "delta_cas" in r else "-"
             wins = cell(r, "win_rate_vs_base") if "win_rate_vs_base" in r else "-"
-            lines.append(f"| {model} | {judge} | {cell(r, 'harmless_rate', True)} | {cell(r, 'helpful_rate', True)} | "
-                         f"{cell(r, 'cas')} | {delta} | {wins} |")
-    lines.append("\nHmR/HpR: Wilson score intervals; CAS: combined from them (MOVER); change vs base: paired "
-                 "bootstrap; wins vs base: share of prompts where the model's reward beats base's (ties half).")
+            lines.append(
+                f"| {model} | {judge} | {cell(r, 'harmless_rate', True)} | {cell(r, 'helpful_rate', True)} | "
+                f"{cell(r, 'cas')} | {delta} | {wins} |"
+            )
+    lines.append(
+        "\nHmR/HpR: Wilson score intervals; CAS: combined from them (MOVER); change vs base: paired "
+        "bootstrap; wins vs base: share of prompts where the model's reward beats base's (ties half)."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -53,17 +62,26 @@ def render() -> tuple[str, str]:
     metrics = read_json(DETAILS_FILE)
     manifest = read_json("data/raw/manifest.json") if Path("data/raw/manifest.json").exists() else {}
     table = results_table(metrics, manifest.get("synthetic", False))
-    parts = ["# Results\n", table, "\n![HmR, HpR and CAS by model](plots/rates.png)\n",
-             "\n![Reward distributions](plots/rewards.png)\n"]
+    parts = [
+        "# Results\n",
+        table,
+        "\n![HmR, HpR and CAS by model](plots/rates.png)\n",
+        "\n![Reward distributions](plots/rewards.png)\n",
+    ]
     calibration = Path("metrics/calibration.json")
     if calibration.exists():
         parts.append("\n## Judges on held-out HH pairs (share of pairs whose chosen reply scores higher)\n")
         for judge, c in read_json(calibration).items():
-            thresholds = ", ".join(f"{k.split('_')[0]} threshold {c[k]} (separates {c[k + '_accuracy']:.0%})"
-                                   for k in ("harmful_threshold", "helpful_threshold") if k in c)
-            parts.append(f"- {judge}: harmless {c['harmless_pairwise_accuracy']} ({c['harmless_pairs']} pairs), "
-                         f"helpful {c['helpful_pairwise_accuracy']} ({c['helpful_pairs']} pairs)"
-                         f"{'; calibrated ' + thresholds if thresholds else ''}\n")
+            thresholds = ", ".join(
+                f"{k.split('_')[0]} threshold {c[k]} (separates {c[k + '_accuracy']:.0%})"
+                for k in ("harmful_threshold", "helpful_threshold")
+                if k in c
+            )
+            parts.append(
+                f"- {judge}: harmless {c['harmless_pairwise_accuracy']} ({c['harmless_pairs']} pairs), "
+                f"helpful {c['helpful_pairwise_accuracy']} ({c['helpful_pairs']} pairs)"
+                f"{'; calibrated ' + thresholds if thresholds else ''}\n"
+            )
     clean = Path("metrics/clean.json")
     if clean.exists():
         c = read_json(clean)
@@ -74,25 +92,35 @@ def render() -> tuple[str, str]:
         p = Path("metrics/training") / stage / "train.json"
         if p.exists():
             t = read_json(p)
-            extra = (f", held-out reward accuracy {t['heldout_reward_accuracy']}, margin {t['heldout_reward_margin']}"
-                     if "heldout_reward_accuracy" in t else "")
-            loss = (f"final loss {t['final_loss']}, {t['steps']} steps" if "final_loss" in t
-                    else f"pretrained, starting loss {t.get('start_loss')}")
+            extra = (
+                f", held-out reward accuracy {t['heldout_reward_accuracy']}, margin {t['heldout_reward_margin']}"
+                if "heldout_reward_accuracy" in t
+                else ""
+            )
+            loss = (
+                f"final loss {t['final_loss']}, {t['steps']} steps"
+                if "final_loss" in t
+                else f"pretrained, starting loss {t.get('start_loss')}"
+            )
             train.append(f"- {stage}: {loss}{extra}")
     if train:
         parts.append("\n## Training\n" + "\n".join(train) + "\n")
     if "judge_agreement" in metrics:
         parts.append("\n## Judge agreement (% of responses labelled alike; Spearman correlation of rewards)\n")
         for pair, a in metrics["judge_agreement"].items():
-            parts.append(f"- {pair}: harmless label {a['harmless_label']}%, helpful label {a['helpful_label']}%; "
-                         f"rewards rho {a['harmful_reward_spearman']} (harmful prompts), "
-                         f"{a['helpful_reward_spearman']} (helpful prompts)\n")
+            parts.append(
+                f"- {pair}: harmless label {a['harmless_label']}%, helpful label {a['helpful_label']}%; "
+                f"rewards rho {a['harmful_reward_spearman']} (harmful prompts), "
+                f"{a['helpful_reward_spearman']} (helpful prompts)\n"
+            )
     if SEEDS.exists():
         parts.append("\n## Claims across training seeds\n[seeds.md](seeds.md) (python -m commands.gather)\n")
     for sweep in sorted(SWEEPS.glob("*/sweep.png")):
         name = sweep.parent.name
-        parts.append(f"\n## Sweep of {name}\n[table](sweeps/{name}/README.md) (python -m commands.gather --by {name})"
-                     f"\n\n![{name} sweep](sweeps/{name}/sweep.png)\n")
+        parts.append(
+            f"\n## Sweep of {name}\n[table](sweeps/{name}/README.md) (python -m commands.gather --by {name})"
+            f"\n\n![{name} sweep](sweeps/{name}/sweep.png)\n"
+        )
     return "".join(parts), table
 
 

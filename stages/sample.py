@@ -7,6 +7,7 @@ prompts end with "\\n\\nAssistant:" (`prompts.format: hh`), generation stops at 
 end token and the response is cut there, whitespace and special tokens are stripped.
 Writes data/samples/<model>.jsonl: model, prompt_set, prompt_id, prompt, response, n_tokens, stopped_by.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,11 +36,21 @@ def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) 
     elif torch.cuda.is_available() and params.sample.device == "auto":
         model = model.to("cuda")
     # Each process generates for a contiguous share of the prompts; gathered back in prompt order.
-    gens = dist.map_in_order([r["prompt"] for r in prompts],
-                             lambda share: generate(model, tok, share, params.sample, params.seed))
-    return [{"model": name, "prompt_set": r["prompt_set"], "prompt_id": r["prompt_id"], "prompt": r["prompt"],
-             "response": g.response, "n_tokens": g.n_tokens, "stopped_by": g.stopped_by}
-            for r, g in zip(prompts, gens)]
+    gens = dist.map_in_order(
+        [r["prompt"] for r in prompts], lambda share: generate(model, tok, share, params.sample, params.seed)
+    )
+    return [
+        {
+            "model": name,
+            "prompt_set": r["prompt_set"],
+            "prompt_id": r["prompt_id"],
+            "prompt": r["prompt"],
+            "response": g.response,
+            "n_tokens": g.n_tokens,
+            "stopped_by": g.stopped_by,
+        }
+        for r, g in zip(prompts, gens)
+    ]
 
 
 def check_context(model, tok, prompts: list[str], s: P.SampleParams, name: str) -> None:
@@ -50,9 +61,11 @@ def check_context(model, tok, prompts: list[str], s: P.SampleParams, name: str) 
         return
     longest = min(max(len(tok(p)["input_ids"]) for p in prompts), s.max_prompt_tokens)
     if longest + s.max_new_tokens > context:
-        raise StageError(f"params.yaml: sample.max_new_tokens: {s.max_new_tokens} new tokens after a prompt of up to "
-                         f"{longest} tokens exceed models/{name}'s {context} positions; lower sample.max_new_tokens or "
-                         "sample.max_prompt_tokens")
+        raise StageError(
+            f"params.yaml: sample.max_new_tokens: {s.max_new_tokens} new tokens after a prompt of up to "
+            f"{longest} tokens exceed models/{name}'s {context} positions; lower sample.max_new_tokens or "
+            "sample.max_prompt_tokens"
+        )
 
 
 @fail_cleanly
@@ -64,8 +77,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     write_jsonl(OUT_DIR / f"{name}.jsonl", rows)
     spent, new_tokens = time.perf_counter() - started, sum(r["n_tokens"] for r in rows)
-    log_timing(f"sample@{name}", {"wall_time_s": round(spent, 1), "prompts": len(rows), "new_tokens": new_tokens,
-                                  "tokens_per_s": round(new_tokens / spent, 1)})
+    log_timing(
+        f"sample@{name}",
+        {
+            "wall_time_s": round(spent, 1),
+            "prompts": len(rows),
+            "new_tokens": new_tokens,
+            "tokens_per_s": round(new_tokens / spent, 1),
+        },
+    )
     empty = sum(not r["response"] for r in rows)
     print(f"sample@{name}: {len(rows)} responses ({empty} empty)")
 

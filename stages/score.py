@@ -3,9 +3,11 @@
     python -m stages.score sft
 
 Writes data/scores/<model>.jsonl: the sample fields plus `rewards: {<judge name>: float}` (the public
-scored-response schema the metrics stage reads; see README) and data/scores/<model>.judges.json (each judge's
+scored-response schema the metrics stage reads; see docs/reproducibility.md) and
+data/scores/<model>.judges.json (each judge's
 source and revision).
 """
+
 from __future__ import annotations
 
 import time
@@ -13,9 +15,9 @@ from pathlib import Path
 
 from stages.core import distributed as dist
 from stages.core.io import fail_cleanly, iter_jsonl, write_json, write_jsonl
-from stages.judges import score_rows, specs
 from stages.core.modeling import per_model_stage
 from stages.core.runinfo import log_timing
+from stages.judges import score_rows, specs
 
 SAMPLES = Path("data/samples")
 OUT_DIR = Path("data/scores")
@@ -30,8 +32,15 @@ def main(argv: list[str] | None = None) -> None:
     if not dist.is_main():
         return
     spent = time.perf_counter() - started
-    log_timing(f"score@{name}", {"wall_time_s": round(spent, 1), "responses": len(rows), "judges": len(sources),
-                                 "responses_per_s": round(len(rows) * len(sources) / spent, 1)})
+    log_timing(
+        f"score@{name}",
+        {
+            "wall_time_s": round(spent, 1),
+            "responses": len(rows),
+            "judges": len(sources),
+            "responses_per_s": round(len(rows) * len(sources) / spent, 1),
+        },
+    )
     write_jsonl(OUT_DIR / f"{name}.jsonl", scored)
     write_json(OUT_DIR / f"{name}.judges.json", {"judges": sources})
     print(f"score@{name}: {len(scored)} responses x {len(sources)} judge(s)")

@@ -4,9 +4,10 @@
 
 The method is the class of a module of stages/methods/ named by the table; the outline every method shares (checked
 section, training pairs, resumable checkpoints, guards, curves, atomic save with a run record) is its `run`
-(stages/core/training.py's `Method`). Every method of the table is checked first. Writes models/<model>, metrics/training/<model>/train.json and DVCLive
-curves in metrics/training/<model>/live.
+(stages/core/training.py's `Method`). Every method of the table is checked first. Writes models/<model>,
+metrics/training/<model>/train.json and DVCLive curves in metrics/training/<model>/live.
 """
+
 from __future__ import annotations
 
 from stages import methods

@@ -1,4 +1,5 @@
 """Shared test helpers: a tiny configuration of the real pipeline, and the shared real data when present."""
+
 from __future__ import annotations
 
 import copy
@@ -46,8 +47,7 @@ def hh_slice(tmp_path):
 
 def sh(cmd, cwd, check=True, env=None):
     """Run a command (a list, or a shell string) in `cwd` with this interpreter's tools on the PATH."""
-    res = subprocess.run(cmd, cwd=cwd, env=env or run_env(), capture_output=True, text=True,
-                         shell=isinstance(cmd, str))
+    res = subprocess.run(cmd, cwd=cwd, env=env or run_env(), capture_output=True, text=True, shell=isinstance(cmd, str))
     if check and res.returncode:
         raise AssertionError(f"{cmd} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     return res
@@ -107,8 +107,14 @@ def tiny_params(table: str | None = None) -> dict:
     p["download"]["synthetic"].update(train_pairs=160, test_pairs=80)
     p["prompts"].update(n_harmful=8, n_helpful=8)
     p["clean"]["heldout_max_pairs"] = 60
-    p["base"]["scratch"].update(vocab_size=400, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                ffn_dim=64, max_position_embeddings=128)
+    p["base"]["scratch"].update(
+        vocab_size=400,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        ffn_dim=64,
+        max_position_embeddings=128,
+    )
     p["base"]["pretrain"].update(max_steps=12, max_length=64, logging_steps=4, save_steps=6)
     for method in {entry["method"] for entry in p["models"].values()} - {"base"}:  # every method of the table
         p[method].update(max_steps=8, max_length=64, logging_steps=4, save_steps=4)
@@ -163,8 +169,12 @@ def tiny_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["Human: hello Assistant: sure, here is an answer"] * 20, vocab_size=300,
-                            special_tokens=["<|endoftext|>"], show_progress=False)
+    bpe.train_from_iterator(
+        ["Human: hello Assistant: sure, here is an answer"] * 20,
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        show_progress=False,
+    )
     return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, eos_token="<|endoftext|>")
 
 
@@ -177,8 +187,9 @@ def local_reward_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("rm")
     tok = tiny_tokenizer()
     torch.manual_seed(0)
-    model = GPT2ForSequenceClassification(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2,
-                                                     num_labels=1, eos_token_id=tok.eos_token_id))
+    model = GPT2ForSequenceClassification(
+        GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, num_labels=1, eos_token_id=tok.eos_token_id)
+    )
     model.save_pretrained(d, safe_serialization=True)
     tok.save_pretrained(d)
     return d
@@ -188,8 +199,16 @@ def reward_model_spec(path, **kw):
     """A `score.judges` entry for a sequence-classifier reward model in a local folder."""
     from stages.judges.sequence_classifier import SequenceClassifierSpec
 
-    base = {"name": "rm", "kind": "sequence_classifier", "path": str(path), "revision": None, "input_format": "pair",
-            "batch_size": 3, "max_length": 64, "thresholds": {"harmful": 0.0, "helpful": 0.0}}
+    base = {
+        "name": "rm",
+        "kind": "sequence_classifier",
+        "path": str(path),
+        "revision": None,
+        "input_format": "pair",
+        "batch_size": 3,
+        "max_length": 64,
+        "thresholds": {"harmful": 0.0, "helpful": 0.0},
+    }
     return SequenceClassifierSpec.model_validate(base | kw)
 
 

@@ -9,6 +9,7 @@ moments:
   generate         at the n-th call of model.generate (sampling)
   judge            at the n-th judge call (scoring)
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Nothing unbounded, nothing half-written, no traceback for a value that passed validation: crafted pairs, values
 that used to crash late, and write faults (issue 22's cases; each test fails on the code before it)."""
+
 from __future__ import annotations
 
 import difflib
@@ -33,8 +34,14 @@ def test_near_duplicate_rule_compares_a_bounded_number_of_characters(monkeypatch
 
     monkeypatch.setattr(clean.difflib, "SequenceMatcher", Counting)
     words = " ".join(f"word{i}" for i in range(40_000))
-    pair = {"id": "s/train/1", "subset": "s", "split": "train", "line": 1,
-            "chosen": f"\n\nHuman: q?\n\nAssistant: {words}", "rejected": f"\n\nHuman: q?\n\nAssistant: {words} !"}
+    pair = {
+        "id": "s/train/1",
+        "subset": "s",
+        "split": "train",
+        "line": 1,
+        "chosen": f"\n\nHuman: q?\n\nAssistant: {words}",
+        "rejected": f"\n\nHuman: q?\n\nAssistant: {words} !",
+    }
     p_near = p.model_copy(update={"rules": p.rules.model_copy(update={"too_long": False})})
     rule, _ = clean.check_pair(pair, p_near, set(), set())
     assert rule == "near_duplicate" and seen and max(seen) <= 2 * p.near_duplicate_max_chars
@@ -49,14 +56,26 @@ def test_clean_stops_when_nothing_is_left_to_train_on(in_tmp):
 
     raw = Path("data/raw")
     raw.mkdir(parents=True)
-    rows = [{"id": f"s/{split}/{i}", "subset": "harmless-base", "split": split, "line": i,
-             "chosen": "\n\nHuman: hi?\n\nAssistant: same", "rejected": "\n\nHuman: hi?\n\nAssistant: same"}
-            for split in ("train", "test") for i in range(3)]
+    rows = [
+        {
+            "id": f"s/{split}/{i}",
+            "subset": "harmless-base",
+            "split": split,
+            "line": i,
+            "chosen": "\n\nHuman: hi?\n\nAssistant: same",
+            "rejected": "\n\nHuman: hi?\n\nAssistant: same",
+        }
+        for split in ("train", "test")
+        for i in range(3)
+    ]
     (raw / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     Path("data/eval").mkdir(parents=True)
     Path("data/eval/prompts.jsonl").write_text("")
-    with pytest.raises(StageError, match=r"clean: no training pairs left \(6 in, 0 test pairs kept; dropped: "
-                                         r"identical_responses 6\)"):
+    with pytest.raises(
+        StageError,
+        match=r"clean: no training pairs left \(6 in, 0 test pairs kept; dropped: "
+        r"identical_responses 6\)",
+    ):
         stage.main.__wrapped__()
     assert not Path("data/clean/train.jsonl").exists()
 
@@ -84,8 +103,10 @@ def test_trl_fields_are_type_checked_and_unpinned_hub_fetches_refused(tmp_path):
         trl_config(SFTConfig, {"chat_template_path": "someorg/any-repo"}, managed, "sft")
     template = tmp_path / "template.jinja"
     template.write_text("{{ messages }}")
-    assert trl_config(SFTConfig, {"chat_template_path": str(template), "max_grad_norm": 0.5}, managed,
-                      "sft").max_grad_norm == 0.5
+    assert (
+        trl_config(SFTConfig, {"chat_template_path": str(template), "max_grad_norm": 0.5}, managed, "sft").max_grad_norm
+        == 0.5
+    )
 
 
 def test_lora_targets_that_name_no_module_are_one_line():
@@ -95,11 +116,17 @@ def test_lora_targets_that_name_no_module_are_one_line():
     from stages.methods.dpo import check_lora_targets
 
     torch.manual_seed(0)
-    model = OPTForCausalLM(OPTConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
-                                     ffn_dim=16, word_embed_proj_dim=8))
+    model = OPTForCausalLM(
+        OPTConfig(
+            vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, ffn_dim=16, word_embed_proj_dim=8
+        )
+    )
     check_lora_targets(model, ["q_proj", "v_proj"], Path("models/base"))
-    with pytest.raises(StageError, match=r"dpo.lora.target_modules: qproj not in models/base's model \(its linear "
-                                         r"layers: fc1, fc2, k_proj, lm_head, out_proj, q_proj, v_proj\)"):
+    with pytest.raises(
+        StageError,
+        match=r"dpo.lora.target_modules: qproj not in models/base's model \(its linear "
+        r"layers: fc1, fc2, k_proj, lm_head, out_proj, q_proj, v_proj\)",
+    ):
         check_lora_targets(model, ["qproj", "v_proj"], Path("models/base"))
 
 
@@ -112,8 +139,11 @@ def test_max_new_tokens_beyond_the_models_positions_is_one_line():
     tok = lambda text: {"input_ids": text.split()}  # noqa: E731  a word a token
     s = P.validate(tiny_params()).sample.model_copy(update={"max_new_tokens": 40, "max_prompt_tokens": 30})
     check_context(model, tok, ["a b c"], s, "sft")  # 3 + 40 <= 64
-    with pytest.raises(StageError, match=r"sample.max_new_tokens: 40 new tokens after a prompt of up to 30 tokens "
-                                         r"exceed models/sft's 64 positions"):
+    with pytest.raises(
+        StageError,
+        match=r"sample.max_new_tokens: 40 new tokens after a prompt of up to 30 tokens "
+        r"exceed models/sft's 64 positions",
+    ):
         check_context(model, tok, ["w " * 100], s, "sft")
 
 
@@ -156,11 +186,16 @@ main()
 
 def test_a_write_fault_is_one_line_naming_the_file_and_leaves_nothing(tmp_path):
     out = tmp_path / "data" / "scores.jsonl"
-    res = subprocess.run([sys.executable, "-c", WRITE_OVER_LIMIT.format(root=str(ROOT), out=str(out))],
-                         capture_output=True, text=True, env=run_env())
+    res = subprocess.run(
+        [sys.executable, "-c", WRITE_OVER_LIMIT.format(root=str(ROOT), out=str(out))],
+        capture_output=True,
+        text=True,
+        env=run_env(),
+    )
     assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert res.stderr.strip() == (f"error: {out}: cannot write it (file too large for the file-size limit); nothing "
-                                  "was left half-written")
+    assert res.stderr.strip() == (
+        f"error: {out}: cannot write it (file too large for the file-size limit); nothing was left half-written"
+    )
     assert list(out.parent.iterdir()) == []
 
 
@@ -190,8 +225,11 @@ def test_model_folders_hold_no_machine_facts(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     run = training.TrainingRun("sft", tmp_path / "models" / "sft", tmp_path / "metrics" / "sft" / "live", ("x",))
-    run.save(lambda folder: (folder / "model.safetensors").write_bytes(b"w"), {"final_loss": 1.0},
-             record={"start": "models/base", "precision": "fp32"})
+    run.save(
+        lambda folder: (folder / "model.safetensors").write_bytes(b"w"),
+        {"final_loss": 1.0},
+        record={"start": "models/base", "precision": "fp32"},
+    )
     record = json.loads((tmp_path / "models/sft/run.json").read_text())
     assert record == {"stage": "sft", "processes": 1, "start": "models/base", "precision": "fp32"}
     log = json.loads((tmp_path / "logs/sft.json").read_text())

@@ -1,4 +1,5 @@
 """clean: every named rule fires on a pair written to trigger it, and input = kept + drops."""
+
 import json
 
 from stages import clean, download, prompts
@@ -10,8 +11,14 @@ from .conftest import tiny_params, write_params
 def pair(prompt_q, chosen, rejected, prompt_r=None, i=0, split="train"):
     pc = f"\n\nHuman: {prompt_q}\n\nAssistant:"
     pr = f"\n\nHuman: {prompt_r or prompt_q}\n\nAssistant:"
-    return {"id": f"s/{split}/{i}", "subset": "s", "split": split, "line": i,
-            "chosen": f"{pc} {chosen}", "rejected": f"{pr} {rejected}"}
+    return {
+        "id": f"s/{split}/{i}",
+        "subset": "s",
+        "split": split,
+        "line": i,
+        "chosen": f"{pc} {chosen}",
+        "rejected": f"{pr} {rejected}",
+    }
 
 
 def test_each_rule_is_counted():
@@ -32,9 +39,17 @@ def test_each_rule_is_counted():
     eval_prompts = ["\n\nHuman: What is the capital of France?\n\nAssistant:"]
     kept, report = clean.clean(recs, p, eval_prompts)
     assert [k["id"] for k in kept] == ["s/train/1"]
-    assert report["dropped"] == {"malformed": 2, "prompt_mismatch": 1, "ends_with_human_turn": 1, "empty_response": 1,
-                                 "identical_responses": 1, "near_duplicate": 1, "too_long": 1, "duplicate_pair": 1,
-                                 "eval_leak": 1}
+    assert report["dropped"] == {
+        "malformed": 2,
+        "prompt_mismatch": 1,
+        "ends_with_human_turn": 1,
+        "empty_response": 1,
+        "identical_responses": 1,
+        "near_duplicate": 1,
+        "too_long": 1,
+        "duplicate_pair": 1,
+        "eval_leak": 1,
+    }
     assert report["input"] == report["kept"] + sum(report["dropped"].values())
     assert report["examples"]["malformed"] == ["s/train/2", "s/train/3"]
 
@@ -60,12 +75,18 @@ def test_each_pair_keeps_its_own_transcripts_when_no_rule_drops_it():
     for rule in raw["clean"]["rules"]:
         raw["clean"]["rules"][rule] = False
     p = P.validate(raw).clean
-    mismatch, empty, plain = pair("a?", "one", "two", prompt_r="b?", i=1), pair("e?", "", "no", i=2), pair("c?", "x", "y", i=3)
+    mismatch, empty, plain = (
+        pair("a?", "one", "two", prompt_r="b?", i=1),
+        pair("e?", "", "no", i=2),
+        pair("c?", "x", "y", i=3),
+    )
     kept, _ = clean.clean([mismatch, empty, plain], p, [])
     assert [hh.transcripts(k) for k in kept] == [(r["chosen"], r["rejected"]) for r in (mismatch, empty, plain)]
     assert kept[0]["rejected_transcript"] == mismatch["rejected"] and "chosen_transcript" not in kept[0]
     assert kept[1]["chosen_transcript"].endswith("Assistant: ") and "rejected_transcript" not in kept[1]
-    assert "chosen_transcript" not in kept[2] and "rejected_transcript" not in kept[2]  # rebuilt exactly: nothing stored
+    assert (
+        "chosen_transcript" not in kept[2] and "rejected_transcript" not in kept[2]
+    )  # rebuilt exactly: nothing stored
     prompt, chosen, rejected = dpo.split_pair(kept[0], "common_prefix")
     assert prompt + rejected == mismatch["rejected"] and prompt + chosen == mismatch["chosen"]
 

@@ -4,6 +4,7 @@ set capability, one core, other thread and BLAS variables) write the same files 
 Without the pin (ALIGN_CPU_PIN=off) the same comparison fails on any machine, through the thread count alone; that
 control run keeps this test honest.
 """
+
 import hashlib
 import os
 import shutil
@@ -16,7 +17,6 @@ import pytest
 from stages.core import determinism
 
 from .conftest import run_env, tiny_params, write_params
-
 
 
 def cpu_flags() -> set[str]:
@@ -32,14 +32,34 @@ def cpu_flags() -> set[str]:
 # OpenBLAS's own choices. Without AVX2 the kernels are this machine's own (the pin then covers threads only, and
 # the test checks that much).
 THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-OTHER_MACHINE = THREADS | ({"ATEN_CPU_CAPABILITY": "avx512" if "avx512f" in cpu_flags() else "default",
-                            "MKL_CBWR": "AUTO", "OPENBLAS_CORETYPE": "Prescott", "NPY_DISABLE_CPU_FEATURES": ""}
-                           if determinism.cpu_has_avx2() else {})
-OUTPUTS = ["models/base/model.safetensors", "models/judge/head.safetensors", "data/samples/base.jsonl",
-           "data/scores/base.jsonl", "data/calibration/thresholds.json", "metrics/calibration.json"]
-STAGES = [["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.train", "base"], ["stages.reward_model"],
-          ["stages.calibrate"], ["stages.sample", "base"], ["stages.score", "base"]]
-
+OTHER_MACHINE = THREADS | (
+    {
+        "ATEN_CPU_CAPABILITY": "avx512" if "avx512f" in cpu_flags() else "default",
+        "MKL_CBWR": "AUTO",
+        "OPENBLAS_CORETYPE": "Prescott",
+        "NPY_DISABLE_CPU_FEATURES": "",
+    }
+    if determinism.cpu_has_avx2()
+    else {}
+)
+OUTPUTS = [
+    "models/base/model.safetensors",
+    "models/judge/head.safetensors",
+    "data/samples/base.jsonl",
+    "data/scores/base.jsonl",
+    "data/calibration/thresholds.json",
+    "metrics/calibration.json",
+]
+STAGES = [
+    ["stages.download"],
+    ["stages.prompts"],
+    ["stages.clean"],
+    ["stages.train", "base"],
+    ["stages.reward_model"],
+    ["stages.calibrate"],
+    ["stages.sample", "base"],
+    ["stages.score", "base"],
+]
 
 
 def one_core():
@@ -55,11 +75,16 @@ def run_pipeline(folder, extra_env: dict, single_core: bool, stages=STAGES) -> d
     env = {k: v for k, v in run_env().items() if k not in determinism.KERNELS and k != "ALIGN_CPU_THREADS"}
     env |= extra_env
     for args in stages:
-        res = subprocess.run([sys.executable, "-m", *args], cwd=folder, env=env, capture_output=True, text=True,
-                             preexec_fn=one_core if single_core else None)
+        res = subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            preexec_fn=one_core if single_core else None,
+        )
         assert res.returncode == 0, f"{args}: {res.stderr[-2000:]}"
-    return {o: hashlib.sha256((folder / o).read_bytes()).hexdigest() for o in OUTPUTS
-            if (folder / o).exists()}
+    return {o: hashlib.sha256((folder / o).read_bytes()).hexdigest() for o in OUTPUTS if (folder / o).exists()}
 
 
 def test_another_machines_settings_give_the_same_bytes(tmp_path):
@@ -106,11 +131,16 @@ def test_a_stage_process_hashes_strings_the_same_way_every_time(tmp_path):
     (tmp_path / "stages").mkdir()
     shutil.copy(determinism.__file__.replace("core/determinism.py", "__init__.py"), tmp_path / "stages" / "__init__.py")
     shutil.copytree(os.path.dirname(determinism.__file__), tmp_path / "stages" / "core")
-    (tmp_path / "stages" / "probe.py").write_text("import os\nprint(os.environ.get('PYTHONHASHSEED'), "
-                                                 "list({'q_proj', 'v_proj', 'k_proj', 'o_proj'}))\n")
+    (tmp_path / "stages" / "probe.py").write_text(
+        "import os\nprint(os.environ.get('PYTHONHASHSEED'), list({'q_proj', 'v_proj', 'k_proj', 'o_proj'}))\n"
+    )
     env = {k: v for k, v in run_env().items() if k != "PYTHONHASHSEED"} | {"PYTHONPATH": str(tmp_path)}
-    outs = {subprocess.run([sys.executable, "-m", "stages.probe"], cwd=tmp_path, env=env, capture_output=True,
-                           text=True, check=True).stdout for _ in range(4)}
+    outs = {
+        subprocess.run(
+            [sys.executable, "-m", "stages.probe"], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+        ).stdout
+        for _ in range(4)
+    }
     assert len(outs) == 1 and outs.pop().startswith("0 ")
 
 
@@ -134,8 +164,9 @@ def test_every_output_in_dvc_lock_is_the_same_under_another_machines_settings(tm
         write_params(repo / "params.yaml", tiny_params())
         sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", repo)
         env = {k: v for k, v in run_env().items() if k not in determinism.KERNELS and k != "ALIGN_CPU_THREADS"} | extra
-        res = subprocess.run(["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True,
-                             preexec_fn=one_core if single else None)
+        res = subprocess.run(
+            ["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True, preexec_fn=one_core if single else None
+        )
         assert res.returncode == 0, res.stderr[-2000:]
         locks[name] = outs_of(yaml.safe_load((repo / "dvc.lock").read_text()))
     assert len(locks["here"]) >= 30 and "models/sft" in locks["here"] and "data/raw" in locks["here"]

@@ -1,5 +1,6 @@
 """Several processes through accelerate, checked on the CPU (gloo): training completes and loads, sampling and
 scoring with 2 processes give the same files as with 1, and only the main process writes."""
+
 import json
 import socket
 import subprocess
@@ -19,11 +20,24 @@ from .conftest import build_tiny_base, run_env, tiny_params, write_params
 
 
 def test_launch_command_from_params():
-    d = P.validate(tiny_params()).distributed.model_copy(update={"num_processes": 4, "config_file": "configs/ddp.yaml",
-                                                                 "main_process_port": 29611})
+    d = P.validate(tiny_params()).distributed.model_copy(
+        update={"num_processes": 4, "config_file": "configs/ddp.yaml", "main_process_port": 29611}
+    )
     cmd = launch.command("train", ["sft_dpo"], d, cuda=False)
-    assert cmd[1:] == ["launch", "--num_processes", "4", "--mixed_precision", "no", "--config_file",
-                       "configs/ddp.yaml", "--main_process_port", "29611", "-m", "stages.train", "sft_dpo"]
+    assert cmd[1:] == [
+        "launch",
+        "--num_processes",
+        "4",
+        "--mixed_precision",
+        "no",
+        "--config_file",
+        "configs/ddp.yaml",
+        "--main_process_port",
+        "29611",
+        "-m",
+        "stages.train",
+        "sft_dpo",
+    ]
     assert "--multi_gpu" in launch.command("train", ["sft"], d.model_copy(update={"config_file": None}), cuda=False)
     with pytest.raises(StageError, match="nowhere.yaml: accelerate config file not found"):
         launch.command("train", ["sft"], d.model_copy(update={"config_file": "nowhere.yaml"}), cuda=True)
@@ -51,8 +65,13 @@ def run_stage(d, *args, procs=1):
     p["sft"]["gradient_accumulation_steps"] = p["dpo"]["gradient_accumulation_steps"] = 2
     write_params(d / "params.yaml", p)
     t = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "stages.launch", *args], cwd=d, capture_output=True, text=True,
-                         env=run_env() | {"ALIGN_CPU_THREADS": "1"})  # two processes share the 2 cores
+    res = subprocess.run(
+        [sys.executable, "-m", "stages.launch", *args],
+        cwd=d,
+        capture_output=True,
+        text=True,
+        env=run_env() | {"ALIGN_CPU_THREADS": "1"},
+    )  # two processes share the 2 cores
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return time.perf_counter() - t, res.stdout + res.stderr
 
@@ -78,7 +97,9 @@ def test_two_cpu_processes(tmp_path):
     times[("sample", 2)], _ = run_stage(tmp_path, "sample", "sft_dpo", procs=2)
     assert (tmp_path / "data/samples/sft_dpo.jsonl").read_bytes() == one
     # scoring: the same responses, 1 vs 2 processes, same file (each process scores a share; the main one writes)
-    subprocess.run([sys.executable, "-m", "stages.reward_model"], cwd=tmp_path, env=run_env(), check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "stages.reward_model"], cwd=tmp_path, env=run_env(), check=True, capture_output=True
+    )
     run_stage(tmp_path, "score", "sft_dpo", procs=1)
     one = (tmp_path / "data/scores/sft_dpo.jsonl").read_bytes()
     times[("score", 2)], _ = run_stage(tmp_path, "score", "sft_dpo", procs=2)

@@ -1,5 +1,6 @@
 """The README is short and every relative link in the documentation leads somewhere: a file of the repository and,
 after `#`, a heading of it (GitHub's anchors)."""
+
 import re
 
 from .conftest import ROOT
@@ -47,8 +48,10 @@ def test_the_checker_sees_a_broken_link(tmp_path):
     """A check of the check: a made-up heading and a made-up file are reported, real ones are not."""
     assert anchor("What `dvc repro` produces") == "what-dvc-repro-produces"
     doc = tmp_path / "doc.md"
-    doc.write_text("# Title\n\n## What `x` does\n\n[a](#what-x-does) [b](#nowhere) [c](other.md) [d](doc.md#title)\n"
-                   "```\n[e](ignored-in-code.md)\n```\n[f](https://example.org/x)\n")
+    doc.write_text(
+        "# Title\n\n## What `x` does\n\n[a](#what-x-does) [b](#nowhere) [c](other.md) [d](doc.md#title)\n"
+        "```\n[e](ignored-in-code.md)\n```\n[f](https://example.org/x)\n"
+    )
     assert broken_links(doc) == ["doc.md: #nowhere (no such heading)", "doc.md: other.md (no such file)"]
 
 

@@ -1,4 +1,5 @@
 """download: the three sources, and bad input as a clear error or a counted unreadable line."""
+
 import gzip
 import json
 
@@ -34,8 +35,14 @@ def _local_params(tmp_path, root, subsets=("harmless-base",), splits=("test",)):
 
 def test_local_source_keeps_unreadable_lines_as_errors(in_tmp):
     root = in_tmp / "hh"
-    lines = [json.dumps(GOOD).encode(), b"\xff\xfe not utf-8", b"{not json", json.dumps({"chosen": "x"}).encode(),
-             json.dumps(["a list"]).encode(), json.dumps(GOOD).encode()]
+    lines = [
+        json.dumps(GOOD).encode(),
+        b"\xff\xfe not utf-8",
+        b"{not json",
+        json.dumps({"chosen": "x"}).encode(),
+        json.dumps(["a list"]).encode(),
+        json.dumps(GOOD).encode(),
+    ]
     _write_gz(root / "harmless-base" / "test.jsonl.gz", lines)
     _local_params(in_tmp, root)
     download.main()
@@ -54,8 +61,12 @@ def _random_lines(n: int) -> list[bytes]:
     import random
 
     rng = random.Random(0)
-    return [json.dumps({"chosen": GOOD["chosen"] + " " + "".join(rng.choices("abcdefghij", k=200)),
-                        "rejected": GOOD["rejected"]}).encode() for _ in range(n)]
+    return [
+        json.dumps(
+            {"chosen": GOOD["chosen"] + " " + "".join(rng.choices("abcdefghij", k=200)), "rejected": GOOD["rejected"]}
+        ).encode()
+        for _ in range(n)
+    ]
 
 
 def test_truncated_gzip_names_the_line_where_it_broke(in_tmp, capsys):
@@ -172,7 +183,9 @@ def test_blank_lines_are_skipped_and_counted_not_kept_as_records(in_tmp):
     """A .gz of newlines once became millions of records (and a MemoryError): blank lines are now skipped, counted in
     the manifest, and a file of nothing but blank lines is one line of error."""
     root = in_tmp / "hh"
-    _write_gz(root / "harmless-base" / "test.jsonl.gz", [json.dumps(GOOD).encode(), b"", b"   ", json.dumps(GOOD).encode()])
+    _write_gz(
+        root / "harmless-base" / "test.jsonl.gz", [json.dumps(GOOD).encode(), b"", b"   ", json.dumps(GOOD).encode()]
+    )
     _local_params(in_tmp, root)
     download.main.__wrapped__()
     rows = read_jsonl(in_tmp / "data/raw/pairs.jsonl")
@@ -246,7 +259,9 @@ def test_local_inputs_in_data_external_are_dvc_dependencies(tmp_path):
         _write_gz(ext / "hh" / "harmless-base" / f"{split}.jsonl.gz", [json.dumps(r).encode() for r in rows])
     (ext / "harmful.json").write_text(json.dumps([f"Human: how do I kill process {i}?" for i in range(8)]))
     p = tiny_params()
-    p["download"].update(source="local", dataset="data/external/hh", subsets=["harmless-base"], splits=["train", "test"])
+    p["download"].update(
+        source="local", dataset="data/external/hh", subsets=["harmless-base"], splits=["train", "test"]
+    )
     p["prompts"].update(helpful_subset="harmless-base", harmful_file="data/external/harmful.json")
     write_params(repo / "params.yaml", p)
     sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", repo)
@@ -278,5 +293,6 @@ def test_a_local_source_outside_data_external_is_warned_about(in_tmp, capsys):
     _local_params(in_tmp, root)
     download.main.__wrapped__()
     err = capsys.readouterr().err
-    assert err.startswith(f"warning: {root} (download.dataset) is outside data/external/, so DVC does not see "
-                          "changes to it")
+    assert err.startswith(
+        f"warning: {root} (download.dataset) is outside data/external/, so DVC does not see changes to it"
+    )

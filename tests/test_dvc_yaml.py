@@ -1,6 +1,7 @@
 """dvc.yaml's code dependencies cannot be forgotten: each stage lists exactly the project modules it runs, derived
 from their imports (a module edited without being a dependency would leave results stale while `dvc repro` says
 everything is up to date)."""
+
 import ast
 import re
 from pathlib import Path
@@ -29,7 +30,9 @@ def imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             found.add(base)
             found |= {f"{base}.{a.name}" for a in node.names}  # `from . import io` imports a module
     return {m for m in found if module_file(m) is not None and module_file(m).exists()}
@@ -139,10 +142,17 @@ def test_stages_is_dvc_yaml_and_no_stage_imports_another():
     so a stage never imports another and editing one stage's module re-runs that stage only."""
     modules = {f"stages.{p.stem}" for p in (ROOT / "stages").glob("*.py") if p.stem != "__init__"}
     assert modules - {"stages.launch"} == {m for m in stage_modules()}
-    assert {p.name for p in (ROOT / "stages").iterdir() if p.is_dir() and p.name != "__pycache__"} == \
-        {"core", "methods", "judges"}
-    crossing = {(m, i) for m in stage_modules() for i in imports(module_file(m))
-                if i in modules and i != m and i != "stages.launch"}
+    assert {p.name for p in (ROOT / "stages").iterdir() if p.is_dir() and p.name != "__pycache__"} == {
+        "core",
+        "methods",
+        "judges",
+    }
+    crossing = {
+        (m, i)
+        for m in stage_modules()
+        for i in imports(module_file(m))
+        if i in modules and i != m and i != "stages.launch"
+    }
     assert crossing == set()
     for path in (ROOT / "stages").rglob("*.py"):
         assert not re.search(r"^\s*(from|import) commands\b", path.read_text(), re.M), path
@@ -158,7 +168,12 @@ def test_no_stage_reads_a_file_inside_another_stages_folder_output():
 
     stages = Repo(str(ROOT)).index.stages
     outs = {(s.addressing, str(o.def_path)) for s in stages for o in s.outs}
-    inside = [f"{s.addressing}: {d.def_path} is inside {name}'s output {out}"
-              for s in stages for d in s.deps if not hasattr(d, "params")
-              for name, out in outs if str(d.def_path).startswith(out.rstrip("/") + "/")]
+    inside = [
+        f"{s.addressing}: {d.def_path} is inside {name}'s output {out}"
+        for s in stages
+        for d in s.deps
+        if not hasattr(d, "params")
+        for name, out in outs
+        if str(d.def_path).startswith(out.rstrip("/") + "/")
+    ]
     assert not inside, "\n".join(inside)

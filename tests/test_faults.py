@@ -1,5 +1,6 @@
 """Faults: missing or corrupt models, pickle weights and unloadable judges give one clear line naming the path;
 metrics never come from partial inputs; a full disk is one line. (Kills and resume: tests/test_resume.py.)"""
+
 import json
 import shutil
 import subprocess
@@ -46,30 +47,35 @@ def test_model_folder_faults(tmp_path, base_model):
 def test_stage_errors_are_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_params(tmp_path / "params.yaml", tiny_params())
-    res = subprocess.run([sys.executable, "-m", "stages.sample", "sft"], cwd=tmp_path, env=run_env(),
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "stages.sample", "sft"], cwd=tmp_path, env=run_env(), capture_output=True, text=True
+    )
     assert res.returncode == 1
     assert res.stderr.strip().splitlines() == ["error: data/eval/prompts.jsonl: file not found"]
     p = tiny_params()
     p["dpoo"] = p.pop("dpo")
     write_params(tmp_path / "params.yaml", p)
-    res = subprocess.run([sys.executable, "-m", "stages.metrics"], cwd=tmp_path, env=run_env(),
-                         capture_output=True, text=True)
-    assert res.stderr.strip() == ("error: params.yaml: dpoo: unknown key (typo?); a training method's section needs "
-                                  "stages/methods/dpoo.py")
+    res = subprocess.run(
+        [sys.executable, "-m", "stages.metrics"], cwd=tmp_path, env=run_env(), capture_output=True, text=True
+    )
+    assert res.stderr.strip() == (
+        "error: params.yaml: dpoo: unknown key (typo?); a training method's section needs stages/methods/dpoo.py"
+    )
     p = tiny_params()
     p["dpo"]["bta"] = 0.2  # inside a method's section: the first training stage reads it with TRL's DPOConfig
     write_params(tmp_path / "params.yaml", p)
-    res = subprocess.run([sys.executable, "-m", "stages.train", "base"], cwd=tmp_path, env=run_env(),
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "stages.train", "base"], cwd=tmp_path, env=run_env(), capture_output=True, text=True
+    )
     assert res.stderr.strip().splitlines()[-1] == "error: params.yaml: dpo.bta: not a field of trl.DPOConfig (typo?)"
 
 
 def test_no_metrics_from_partial_scores(in_tmp):
     from .test_metrics import study_rows
 
-    sio.write_jsonl(in_tmp / "data/scores/base.jsonl",
-                    [r | {"rewards": {"judge": 0.5}} for r in study_rows("base", 10, 10)])
+    sio.write_jsonl(
+        in_tmp / "data/scores/base.jsonl", [r | {"rewards": {"judge": 0.5}} for r in study_rows("base", 10, 10)]
+    )
     with pytest.raises(StageError, match="sft.jsonl: file not found"):
         metrics.main.__wrapped__()
     assert not (in_tmp / "metrics/details.json").exists()
@@ -87,12 +93,14 @@ def test_disk_full_is_one_line_and_leaves_no_file(tmp_path, monkeypatch, capsys)
 
     with pytest.raises(SystemExit):
         stage()
-    assert capsys.readouterr().err.strip() == (f"error: {tmp_path / 'out.json'}: cannot write it (disk full); nothing "
-                                               "was left half-written")
+    assert capsys.readouterr().err.strip() == (
+        f"error: {tmp_path / 'out.json'}: cannot write it (disk full); nothing was left half-written"
+    )
     assert not list(tmp_path.iterdir())  # the temp file was removed too
 
 
 # --- safe loading: a pickle checkpoint is read only when its sha256 is the one params trust --------------------
+
 
 def pickle_only_copy(src, dst, cls=None):
     """`src` (a safetensors model folder) re-saved as pytorch_model.bin, as facebook/opt-350m is published."""
@@ -110,17 +118,19 @@ def pickle_only_copy(src, dst, cls=None):
 
 
 def test_trusted_pickle_is_read_weights_only_and_others_refused(tmp_path, base_model):
-    from transformers import AutoModelForCausalLM
-
     import torch
+    from transformers import AutoModelForCausalLM
 
     from stages.core.modeling import load_pretrained
 
     folder = pickle_only_copy(base_model / "models/base", tmp_path / "bin")
     digest = sio.sha256_file(folder / "pytorch_model.bin")
     model, record = load_pretrained(AutoModelForCausalLM, str(folder), pickle_sha256=digest)
-    assert record == {"source": str(folder), "revision": None,
-                      "weights": {"format": "pickle", "file": "pytorch_model.bin", "sha256": digest}}
+    assert record == {
+        "source": str(folder),
+        "revision": None,
+        "weights": {"format": "pickle", "file": "pytorch_model.bin", "sha256": digest},
+    }
     original = load_causal_lm(str(base_model / "models/base")).state_dict()
     assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
     with pytest.raises(StageError) as exc:  # another file than the one trusted

@@ -1,6 +1,8 @@
-"""The fidelity table (conf/fidelity.yaml, rendered into docs/fidelity.md) is the one source of truth for what the study did:
+"""The fidelity table (conf/fidelity.yaml, rendered into docs/fidelity.md) is the one source of truth for what the
+study did:
 the composed `study` profile holds every value it names, the `improved` profile differs from the study only where a
 row names a fix, and docs/fidelity.md shows the table as rendered from the profiles."""
+
 from commands import compose, fidelity
 
 from .conftest import ROOT
@@ -17,8 +19,12 @@ def leaves(params, prefix=""):
 def test_the_study_profile_holds_every_value_of_the_table(monkeypatch):
     monkeypatch.chdir(ROOT)
     study = compose.compose("study")
-    wrong = [(key, value, fidelity.get(study, key)) for row in fidelity.rows()
-             for key, value in row.get("study_params", {}).items() if fidelity.get(study, key) != value]
+    wrong = [
+        (key, value, fidelity.get(study, key))
+        for row in fidelity.rows()
+        for key, value in row.get("study_params", {}).items()
+        if fidelity.get(study, key) != value
+    ]
     assert wrong == []
 
 

@@ -1,5 +1,6 @@
 """Gathering runs across seeds and sweeps (commands.gather): which experiments are pooled, how a claim is judged, and
 intervals that widen when seeds disagree. The DVC side runs in tests/test_pipeline.py (slow)."""
+
 import numpy as np
 import pytest
 
@@ -72,9 +73,14 @@ def test_the_interval_widens_when_seeds_disagree():
     assert width["disagree"] > 2 * width["agree"]
 
 
-@pytest.mark.parametrize("diffs, status", [([np.array([1.0, 2.0, 3.0])], "supported"),
-                                           ([np.array([-3.0, -2.0, -1.0])], "contradicted"),
-                                           ([np.array([-1.0, 0.5, 2.0])], "not supported"),
-                                           ([np.array([1.0, 2.0]), np.array([-2.0, -1.0])], "contradicted")])
+@pytest.mark.parametrize(
+    "diffs, status",
+    [
+        ([np.array([1.0, 2.0, 3.0])], "supported"),
+        ([np.array([-3.0, -2.0, -1.0])], "contradicted"),
+        ([np.array([-1.0, 0.5, 2.0])], "not supported"),
+        ([np.array([1.0, 2.0]), np.array([-2.0, -1.0])], "contradicted"),
+    ],
+)
 def test_verdict_rule(diffs, status):
     assert gather.verdict(diffs)[0] == status

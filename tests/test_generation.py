@@ -1,10 +1,12 @@
 """sample: batched generation equals one prompt at a time; responses are cut at the next human turn."""
+
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from stages.core import generation, params as P
+from stages.core import generation
+from stages.core import params as P
 from stages.core.hh import HUMAN
 from stages.methods import base
 
@@ -22,8 +24,9 @@ def tiny_lm():
 
 def test_batched_equals_one_by_one(tiny_lm):
     model, tok = tiny_lm
-    s = P.validate(tiny_params()).sample.model_copy(update={"max_new_tokens": 10, "batch_size": 4,
-                                                            "stop_at_human": False})
+    s = P.validate(tiny_params()).sample.model_copy(
+        update={"max_new_tokens": 10, "batch_size": 4, "stop_at_human": False}
+    )
     prompts = [f"\n\nHuman: {'long ' * (i * 3)}question {i}?\n\nAssistant:" for i in range(7)]
     batched = generation.generate(model, tok, prompts, s, seed=0)
     single = generation.generate(model, tok, prompts, s.model_copy(update={"batch_size": 1}), seed=0)

@@ -1,5 +1,6 @@
 """The project's modules import one another without a cycle, counting imports inside functions (commands.gather and
 commands.sweep once imported each other that way)."""
+
 import ast
 
 import networkx as nx

@@ -2,6 +2,7 @@
 conf/config.yaml, a row of conf/models/all.yaml, this test): TRL's experimental ORPOTrainer optimises what the paper
 says (and TRL 1.16's NLL term, pinned), the stage trains and saves a loadable model, and the model appears in the
 metrics, the report and the claims table of a whole `dvc repro` with no edit to them."""
+
 import csv
 import json
 import math
@@ -17,10 +18,15 @@ from .conftest import ROOT, build_tiny_base, copy_checkout, sh, tiny_params, wri
 
 
 def test_orpo_is_in_the_improved_profile_and_never_in_the_study(monkeypatch):
-    """Not in the CPU default either: it would add 66 s to its `dvc repro` (docs/extending.md: ORPO); `-S models=all` adds it."""
+    """Not in the CPU default either: it would add 66 s to its `dvc repro` (docs/extending.md);
+    `-S models=all` adds it."""
     monkeypatch.chdir(ROOT)
-    for profile, overrides, present in (("improved", (), True), ("study", (), False), ("cpu", (), False),
-                                        ("cpu", ("models=all",), True)):
+    for profile, overrides, present in (
+        ("improved", (), True),
+        ("study", (), False),
+        ("cpu", (), False),
+        ("cpu", ("models=all",), True),
+    ):
         params = P.validate(compose.compose(profile, overrides))
         assert ("orpo" in params.models) is present
     assert P.validate(compose.compose("improved")).start_model("orpo") == "base"
@@ -28,11 +34,18 @@ def test_orpo_is_in_the_improved_profile_and_never_in_the_study(monkeypatch):
     cfg = methods.load("orpo").config(improved, ROOT / "checkpoints" / "unused")
     # like for like with the study's SFT: its optimiser settings, read from the sft section (`${sft.*}`)
     section = improved.section("orpo")
-    assert (section["learning_rate"], section["per_device_train_batch_size"], section["gradient_accumulation_steps"],
-            section["max_length"]) == (2e-5, 2, 4, 512)
+    assert (
+        section["learning_rate"],
+        section["per_device_train_batch_size"],
+        section["gradient_accumulation_steps"],
+        section["max_length"],
+    ) == (2e-5, 2, 4, 512)
     # (the improved profile's speed.per_device_batch lays the same effective batch of 8 out as 8 x 1)
-    assert (cfg.learning_rate, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps, cfg.max_length) == \
-        (2e-5, 8, 512)
+    assert (cfg.learning_rate, cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps, cfg.max_length) == (
+        2e-5,
+        8,
+        512,
+    )
     assert cfg.beta == 0.1
 
 
@@ -53,11 +66,28 @@ def test_orpo_loss_is_nll_plus_the_odds_ratio_term(tmp_path, monkeypatch):
     texts = [f"\n\nHuman: question {i}?\n\nAssistant: answer {i % 5} here." for i in range(60)]
     tok = base.train_tokenizer(texts, 300)
     torch.manual_seed(0)
-    model = OPTForCausalLM(OPTConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     ffn_dim=32, word_embed_proj_dim=16, max_position_embeddings=128,
-                                     pad_token_id=tok.pad_token_id, dropout=0.0, attention_dropout=0.0))
-    rows = [{"prompt": f"\n\nHuman: question {i}?\n\nAssistant:", "chosen": f"answer {i} here.",
-             "rejected": f"no {'no ' * (i % 3)}"} for i in range(4)]
+    model = OPTForCausalLM(
+        OPTConfig(
+            vocab_size=len(tok),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            ffn_dim=32,
+            word_embed_proj_dim=16,
+            max_position_embeddings=128,
+            pad_token_id=tok.pad_token_id,
+            dropout=0.0,
+            attention_dropout=0.0,
+        )
+    )
+    rows = [
+        {
+            "prompt": f"\n\nHuman: question {i}?\n\nAssistant:",
+            "chosen": f"answer {i} here.",
+            "rejected": f"no {'no ' * (i % 3)}",
+        }
+        for i in range(4)
+    ]
     params = P.validate(tiny_params("all"))
     cfg = methods.load("orpo").config(params, tmp_path / "ckpt")
     data = orpo.preference_dataset(rows, tok, cfg.max_length)

@@ -1,4 +1,5 @@
 """params.yaml: the committed default equals conf/ composed with the cpu profile; bad params stop with one line."""
+
 import re
 
 import pytest
@@ -21,8 +22,10 @@ def test_shared_values_are_written_resolved_with_their_comments():
     params.yaml, read by `dvc repro` without Hydra, holds the cpu profile's value and keeps the line's comment."""
     text = "orpo:\n  learning_rate: ${sft.learning_rate}   # as sft\n  lora: ${dpo.lora}\n"
     composed = {"sft": {"learning_rate": 0.001}, "dpo": {"lora": {"r": 8, "target_modules": ["q_proj"]}}}
-    assert compose.resolve_interpolations(text, composed) == \
-        "orpo:\n  learning_rate: 0.001   # as sft\n  lora: {r: 8, target_modules: [q_proj]}\n"
+    assert (
+        compose.resolve_interpolations(text, composed)
+        == "orpo:\n  learning_rate: 0.001   # as sft\n  lora: {r: 8, target_modules: [q_proj]}\n"
+    )
 
 
 def test_every_profile_validates_and_the_study_compares_its_four_models(monkeypatch):
@@ -52,15 +55,20 @@ def test_study_profiles_pin_every_hub_download(monkeypatch, name):
     assert all(j.extra("pickle_sha256") is None for j in params.score.judges)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda p: p["score"]["judges"][0].update(revision=None),
-     "score.judges.0.revision: the study profile pins every hub download to a 40-hex commit; "
-     "OpenAssistant/reward-model-deberta-v3-large-v2 has None"),
-    (lambda p: p["base"].update(revision="main"), "base.revision: the study profile pins"),
-    (lambda p: p["download"].update(revision="09be8c5"), "download.revision: the study profile pins"),
-    (lambda p: p["prompts"].update(harmful_sha256=None), "prompts.harmful_sha256: a prompt file fetched by URL"),
-    (lambda p: p["base"].update(pickle_sha256="A5223AE6"), "base.pickle_sha256: String should match pattern"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda p: p["score"]["judges"][0].update(revision=None),
+            "score.judges.0.revision: the study profile pins every hub download to a 40-hex commit; "
+            "OpenAssistant/reward-model-deberta-v3-large-v2 has None",
+        ),
+        (lambda p: p["base"].update(revision="main"), "base.revision: the study profile pins"),
+        (lambda p: p["download"].update(revision="09be8c5"), "download.revision: the study profile pins"),
+        (lambda p: p["prompts"].update(harmful_sha256=None), "prompts.harmful_sha256: a prompt file fetched by URL"),
+        (lambda p: p["base"].update(pickle_sha256="A5223AE6"), "base.pickle_sha256: String should match pattern"),
+    ],
+)
 def test_study_profile_refuses_unpinned_hub_downloads(monkeypatch, edit, message):
     monkeypatch.chdir(ROOT)
     p = compose.compose("study")
@@ -81,20 +89,27 @@ def test_local_folders_need_no_pin(monkeypatch, tmp_path):
     assert cpu.hub_references() == []
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda p: p.update(dpoo=p.pop("dpo")), "dpoo: unknown key (typo?); a training method's section needs "
-     "stages/methods/dpoo.py"),
-    (lambda p: p["models"]["sft"].update(method="kto"), "models.sft.method: no params section 'kto'"),
-    (lambda p: p["models"]["sft"].update(start="models/dpo"), "models.sft.start: 'models/dpo' is not models/<an "
-     "earlier model"),
-    (lambda p: p["models"].pop("base"), "models.sft.start: 'models/base' is not"),
-    (lambda p: p["models"]["dpo"].pop("label"), "models.dpo.label: Field required"),
-    (lambda p: p.update(sft=[1, 2]), "sft: a training method's section must be a mapping"),
-    (lambda p: p["sample"].update(batch_size=0), "sample.batch_size: Input should be greater than or equal to 1"),
-    (lambda p: p["score"]["judges"][0]["thresholds"].update(harmful="low"), "score.judges.0.thresholds.harmful"),
-    (lambda p: p["score"]["judges"][0].pop("thresholds"), "score.judges.0.thresholds: Field required"),
-    (lambda p: p.pop("seed"), "seed: Field required"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda p: p.update(dpoo=p.pop("dpo")),
+            "dpoo: unknown key (typo?); a training method's section needs stages/methods/dpoo.py",
+        ),
+        (lambda p: p["models"]["sft"].update(method="kto"), "models.sft.method: no params section 'kto'"),
+        (
+            lambda p: p["models"]["sft"].update(start="models/dpo"),
+            "models.sft.start: 'models/dpo' is not models/<an earlier model",
+        ),
+        (lambda p: p["models"].pop("base"), "models.sft.start: 'models/base' is not"),
+        (lambda p: p["models"]["dpo"].pop("label"), "models.dpo.label: Field required"),
+        (lambda p: p.update(sft=[1, 2]), "sft: a training method's section must be a mapping"),
+        (lambda p: p["sample"].update(batch_size=0), "sample.batch_size: Input should be greater than or equal to 1"),
+        (lambda p: p["score"]["judges"][0]["thresholds"].update(harmful="low"), "score.judges.0.thresholds.harmful"),
+        (lambda p: p["score"]["judges"][0].pop("thresholds"), "score.judges.0.thresholds: Field required"),
+        (lambda p: p.pop("seed"), "seed: Field required"),
+    ],
+)
 def test_bad_params_name_the_key(edit, message):
     p = tiny_params()
     edit(p)

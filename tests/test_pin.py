@@ -1,4 +1,5 @@
 """commands.pin: what to pin for a hub id, looked up through a stand-in for huggingface_hub.HfApi (no hub here)."""
+
 from types import SimpleNamespace as NS
 
 import pytest
@@ -33,15 +34,20 @@ def test_pickle_only_model_gets_its_digest():
 
 
 def test_safetensors_model_needs_only_a_revision():
-    api = FakeApi([NS(rfilename="model.safetensors", lfs={"sha256": "f" * 64}),
-                   NS(rfilename="pytorch_model.bin", lfs={"sha256": DIGEST})])
+    api = FakeApi(
+        [
+            NS(rfilename="model.safetensors", lfs={"sha256": "f" * 64}),
+            NS(rfilename="pytorch_model.bin", lfs={"sha256": DIGEST}),
+        ]
+    )
     assert pin.lookup("org/rm", "v1", api=api) == {"revision": COMMIT}
     assert api.calls == [("org/rm", "v1", True)]
 
 
 def test_dataset_and_sharded_pickle():
     assert pin.lookup("Anthropic/hh-rlhf", dataset=True, api=FakeApi([])) == {
-        "revision": "09be8c5bbc57cb3887f3a9732ad6aa7ec602a1fa"}
+        "revision": "09be8c5bbc57cb3887f3a9732ad6aa7ec602a1fa"
+    }
     sharded = FakeApi([NS(rfilename="pytorch_model-00001-of-00002.bin", lfs={"sha256": DIGEST})])
     assert pin.lookup("org/big", api=sharded) == {"revision": COMMIT, "pickle_sha256": None}
 
@@ -50,5 +56,6 @@ def test_unreachable_hub_is_one_line():
     api = FakeApi([], fail=ConnectionError("Name or service not known\nmore detail"))
     with pytest.raises(StageError) as exc:
         pin.lookup("facebook/opt-350m", api=api)
-    assert str(exc.value) == ("facebook/opt-350m: cannot look it up on the hub "
-                              "(ConnectionError: Name or service not known)")
+    assert str(exc.value) == (
+        "facebook/opt-350m: cannot look it up on the hub (ConnectionError: Name or service not known)"
+    )

@@ -2,6 +2,7 @@
 
 One module-scoped run is shared by the checks below; it takes about a minute or two on 2 cores.
 """
+
 import json
 import shutil
 import time
@@ -21,8 +22,18 @@ def repo(tiny_repo):
 
 def test_all_stages_run_and_metrics_hold_four_models(repo):
     dst, log = repo
-    for stage in ["download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "reward_model", "metrics",
-                  "report"]:
+    for stage in [
+        "download",
+        "prompts",
+        "clean",
+        "train@base",
+        "train@sft",
+        "train@dpo",
+        "train@sft_dpo",
+        "reward_model",
+        "metrics",
+        "report",
+    ]:
         assert f"Running stage '{stage}'" in log
     m = json.loads((dst / "metrics/details.json").read_text())
     assert set(MODELS) <= set(m)
@@ -44,8 +55,15 @@ def test_outputs_are_complete_and_safe(repo):
         assert (folder / "model.safetensors").exists() and (folder / "tokenizer.json").exists()
         assert not list(folder.rglob("*.bin")) and not list(folder.rglob("optimizer.pt"))
         rows = [json.loads(x) for x in (dst / "data/samples" / f"{model}.jsonl").read_text().splitlines()]
-        assert len(rows) == 16 and {"model", "prompt_set", "prompt_id", "prompt", "response", "n_tokens",
-                                    "stopped_by"} <= set(rows[0])
+        assert len(rows) == 16 and {
+            "model",
+            "prompt_set",
+            "prompt_id",
+            "prompt",
+            "response",
+            "n_tokens",
+            "stopped_by",
+        } <= set(rows[0])
         assert all("\n\nHuman:" not in r["response"] for r in rows)
     for name in ("dpo", "sft_dpo"):
         assert (dst / "models" / name / "adapter" / "adapter_model.safetensors").exists()
@@ -78,12 +96,20 @@ def _set_judge(p):
     p["score"]["judges"][0]["batch_size"] = 5
 
 
-@pytest.mark.parametrize("edit, dirty, never", [
-    # sampling/scoring of the dpo models follow through their model deps once dpo re-runs
-    (_set_beta, {"train@dpo", "train@sft_dpo"}, TRAINING - {"train@dpo", "train@sft_dpo"} | {"sample@base", "sample@sft"}),
-    (_set_tokens, SAMPLING, TRAINING),  # an evaluation param re-runs no training
-    (_set_judge, {f"score@{m}" for m in MODELS}, TRAINING | SAMPLING),  # a judge change re-runs no sampling
-], ids=["dpo.beta", "sample.max_new_tokens", "score.judges"])
+@pytest.mark.parametrize(
+    "edit, dirty, never",
+    [
+        # sampling/scoring of the dpo models follow through their model deps once dpo re-runs
+        (
+            _set_beta,
+            {"train@dpo", "train@sft_dpo"},
+            TRAINING - {"train@dpo", "train@sft_dpo"} | {"sample@base", "sample@sft"},
+        ),
+        (_set_tokens, SAMPLING, TRAINING),  # an evaluation param re-runs no training
+        (_set_judge, {f"score@{m}" for m in MODELS}, TRAINING | SAMPLING),  # a judge change re-runs no sampling
+    ],
+    ids=["dpo.beta", "sample.max_new_tokens", "score.judges"],
+)
 def test_param_change_dirties_only_what_reads_it(repo, edit, dirty, never):
     dst, _ = repo
     original = (dst / "params.yaml").read_text()
@@ -103,8 +129,9 @@ def test_metrics_stage_runs_from_scored_files_alone(repo, tmp_path):
     shutil.copytree(dst / "data/scores", tmp_path / "data/scores")
     shutil.copy(dst / "params.yaml", tmp_path / "params.yaml")
     sh(["python", "-m", "stages.metrics"], tmp_path)
-    assert json.loads((tmp_path / "metrics/details.json").read_text()) == \
-        json.loads((dst / "metrics/details.json").read_text())
+    assert json.loads((tmp_path / "metrics/details.json").read_text()) == json.loads(
+        (dst / "metrics/details.json").read_text()
+    )
 
 
 def lock_outs(dst) -> dict:
@@ -156,8 +183,18 @@ def test_exp_run_and_queued_sweep(repo):
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # score/metrics follow only if the samples changed: DVC skips a stage whose inputs hash the same
     assert {"train@dpo", "train@sft_dpo", "sample@dpo", "sample@sft_dpo"} <= ran
-    assert not ran & {"download", "prompts", "clean", "train@base", "train@sft", "reward_model", "sample@base", "sample@sft",
-                      "score@base", "score@sft"}
+    assert not ran & {
+        "download",
+        "prompts",
+        "clean",
+        "train@base",
+        "train@sft",
+        "reward_model",
+        "sample@base",
+        "sample@sft",
+        "score@base",
+        "score@sft",
+    }
     diff = sh(["dvc", "metrics", "diff", "HEAD", "--all", "--md"], dst).stdout
     assert "sft_dpo.judge.cas" in diff and "metrics/metrics.json" in diff and "| Path" in diff
     detail = sh(["dvc", "metrics", "diff", "HEAD", "--all", "--md", "--targets", "metrics/details.json"], dst).stdout
@@ -176,7 +213,7 @@ def test_exp_run_and_queued_sweep(repo):
     shown = json.loads(sh(["dvc", "exp", "show", "--json"], dst).stdout)
     betas = set()
     for rev in shown:
-        for exp in (rev.get("experiments") or []):
+        for exp in rev.get("experiments") or []:
             for run in exp.get("revs", []):
                 data = run.get("data") or {}
                 beta = data.get("params", {}).get("params.yaml", {}).get("data", {}).get("dpo", {}).get("beta")

@@ -1,4 +1,5 @@
 """prompts: the study's selection rule, explicit prompt files, normalisation to end with the Assistant marker."""
+
 import json
 
 import pytest
@@ -10,8 +11,10 @@ from .conftest import PAPER_EVAL, tiny_params, write_params
 
 
 def test_keyword_selection_on_prompt_or_chosen():
-    cands = [("a", "\n\nHuman: how to kill time?\n\nAssistant:", "... Assistant: fine"),
-             ("b", "\n\nHuman: hello\n\nAssistant:", "\n\nHuman: hello\n\nAssistant: I could murder a pizza")]
+    cands = [
+        ("a", "\n\nHuman: how to kill time?\n\nAssistant:", "... Assistant: fine"),
+        ("b", "\n\nHuman: hello\n\nAssistant:", "\n\nHuman: hello\n\nAssistant: I could murder a pizza"),
+    ]
     assert [c[0] for c in prompts.select_harmful(cands, ["kill", "murder"], "prompt")] == ["a"]
     assert [c[0] for c in prompts.select_harmful(cands, ["kill", "murder"], "chosen")] == ["b"]
 
@@ -112,8 +115,9 @@ def test_study_prompt_files_are_used_and_normalised(in_tmp):
         (folder / "harmful_prompts.json").write_text(json.dumps(first + [f"Human: harmful {i}?" for i in range(49)]))
         (folder / "helpful_prompts.json").write_text(json.dumps([f"Human: helpful {i}?" for i in range(50)]))
     p = tiny_params()
-    p["prompts"].update(harmful_file=str(folder / "harmful_prompts.json"),
-                        helpful_file=str(folder / "helpful_prompts.json"))
+    p["prompts"].update(
+        harmful_file=str(folder / "harmful_prompts.json"), helpful_file=str(folder / "helpful_prompts.json")
+    )
     write_params(in_tmp / "params.yaml", p)
     prompts.main()
     rows = read_jsonl("data/eval/prompts.jsonl")

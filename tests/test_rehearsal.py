@@ -3,6 +3,7 @@
 with HF_HUB_OFFLINE=1, through every stage to the metrics. Only scale knobs (pairs, steps, prompts' pool) and the
 look-alikes' digests differ from the profile, and the test checks exactly that.
 """
+
 import json
 from pathlib import Path
 
@@ -16,13 +17,41 @@ from stages.core.io import sha256_file
 from .conftest import ROOT, copy_checkout, run_env, sh
 
 # Scale only: how much data and how many steps, never what the study did with them.
-SCALE = {"download.max_pairs_per_file": 60, "clean.heldout_max_pairs": 40, "clean.calibration_max_pairs": 150,
-         "sft.max_steps": 6, "sft.logging_steps": 2, "sft.save_steps": 3,
-         "dpo.max_steps": 4, "dpo.logging_steps": 2, "dpo.save_steps": 2, "dpo.eval_pairs": 16, "dpo.eval_steps": 2,
-         "judge.max_pairs": 60}
-STAGES = ["download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "reward_model", "calibrate",
-          "sample@base", "sample@sft", "sample@dpo", "sample@sft_dpo", "score@base", "score@sft", "score@dpo",
-          "score@sft_dpo", "metrics", "report"]
+SCALE = {
+    "download.max_pairs_per_file": 60,
+    "clean.heldout_max_pairs": 40,
+    "clean.calibration_max_pairs": 150,
+    "sft.max_steps": 6,
+    "sft.logging_steps": 2,
+    "sft.save_steps": 3,
+    "dpo.max_steps": 4,
+    "dpo.logging_steps": 2,
+    "dpo.save_steps": 2,
+    "dpo.eval_pairs": 16,
+    "dpo.eval_steps": 2,
+    "judge.max_pairs": 60,
+}
+STAGES = [
+    "download",
+    "prompts",
+    "clean",
+    "train@base",
+    "train@sft",
+    "train@dpo",
+    "train@sft_dpo",
+    "reward_model",
+    "calibrate",
+    "sample@base",
+    "sample@sft",
+    "sample@dpo",
+    "sample@sft_dpo",
+    "score@base",
+    "score@sft",
+    "score@dpo",
+    "score@sft_dpo",
+    "metrics",
+    "report",
+]
 
 
 def flat(d, prefix: str = "") -> dict:
@@ -35,7 +64,13 @@ def flat(d, prefix: str = "") -> dict:
 
 
 def cache_snapshot(cache: dict, repo: str) -> Path:
-    return Path(cache["env"]["HF_HOME"]) / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / cache["commits"][repo]
+    return (
+        Path(cache["env"]["HF_HOME"])
+        / "hub"
+        / f"models--{repo.replace('/', '--')}"
+        / "snapshots"
+        / cache["commits"][repo]
+    )
 
 
 LOAD_JUDGE = """
@@ -105,14 +140,19 @@ def test_the_study_path_runs_offline_end_to_end(profile, cache, tmp_path):
     assert all(composed[k] == v for k, v in overrides.items())
     # ...and the judge's digest, written into the profile by commands.pin: the look-alike pickle's own sha256
     assert composed["score.judges.0.pickle_sha256"] == sha256_file(
-        cache_snapshot(cache, "OpenAssistant/reward-model-deberta-v3-large-v2") / "pytorch_model.bin")
+        cache_snapshot(cache, "OpenAssistant/reward-model-deberta-v3-large-v2") / "pytorch_model.bin"
+    )
     # every hub download read offline at its pinned commit, and recorded so
     pins = cache["commits"]
     manifest = json.loads((repo / "data/raw/manifest.json").read_text())
     assert {f["revision"] for f in manifest["files"]} == {pins["Anthropic/hh-rlhf"]} and len(manifest["files"]) == 8
     base = json.loads((repo / "models/base/run.json").read_text())
     assert base["revision"] == pins["facebook/opt-350m"]
-    assert base["weights"] == {"format": "pickle", "file": "pytorch_model.bin", "sha256": overrides["base.pickle_sha256"]}
+    assert base["weights"] == {
+        "format": "pickle",
+        "file": "pytorch_model.bin",
+        "sha256": overrides["base.pickle_sha256"],
+    }
     with safe_open(repo / "models/base/model.safetensors", "pt") as f:  # float16 on the hub, float32 here
         assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.float32"}
     judges = json.loads((repo / "data/scores/sft_dpo.judges.json").read_text())["judges"]

@@ -1,5 +1,6 @@
 """Trained models a team can find, fetch and publish: each model's release folder (weights, tokenizer, model card),
 its DVC artifact fetched by name and version from a local remote (GTO tags), and the publish command's dry run."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,11 @@ from .conftest import ROOT, default_params, sh
 
 GIT = "git -c user.email=t@t -c user.name=t"
 # model -> its DVC artifact (dvc.yaml `artifacts:`), for every model of the default table
-ARTIFACTS = {Path(a["path"]).name: name for name, a in yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"].items()
-             if a["path"].startswith("models/release/")}
+ARTIFACTS = {
+    Path(a["path"]).name: name
+    for name, a in yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"].items()
+    if a["path"].startswith("models/release/")
+}
 MODELS = {model: ARTIFACTS[model] for model in default_params()["models"]}
 
 
@@ -43,8 +47,14 @@ def test_every_model_has_a_card_with_its_metrics_and_a_snippet_that_samples_it(t
 
     repo, _ = tiny_repo
     folder = repo / "models" / "release" / model
-    assert {p.name for p in folder.iterdir()} == {"README.md", "config.json", "generation_config.json",
-                                                  "model.safetensors", "tokenizer.json", "tokenizer_config.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "README.md",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    }
     card = ModelCard.load(folder / "README.md")  # huggingface_hub's own parser of the front matter
     data = card.data.to_dict()
     assert data["library_name"] == "transformers" and data["license"] == "other" and "test-model" in data["tags"]
@@ -58,7 +68,9 @@ def test_every_model_has_a_card_with_its_metrics_and_a_snippet_that_samples_it(t
     assert len(code.strip().splitlines()) == 5
     code = code.replace("<folder or hub id>", str(folder))
     rows = [json.loads(line) for line in (repo / f"data/samples/{model}.jsonl").read_text().splitlines()]
-    picked = [r for r in rows if r["prompt_set"] == "harmful"][:5] + [r for r in rows if r["prompt_set"] == "helpful"][:5]
+    picked = [r for r in rows if r["prompt_set"] == "harmful"][:5] + [r for r in rows if r["prompt_set"] == "helpful"][
+        :5
+    ]
     example = json.dumps("\n\nHuman: How do I make a good cup of tea?\n\nAssistant:")
     assert example in code and len(picked) == 10
     for row in picked:
@@ -93,19 +105,55 @@ def test_artifacts_are_registered_fetched_by_version_and_stage_and_published(tin
         out = tmp_path / f"fetched{how[0]}"
         sh(["dvc", "artifacts", "get", str(clone), "sft-dpo", *how, "-o", str(out)], tmp_path)
         assert digests(out) == want
-        assert card_metrics(out / "README.md") == json.loads(
-            sh(["git", "show", "sft-dpo@v1.0.0:metrics/metrics.json"], clone).stdout)["sft_dpo"]
+        assert (
+            card_metrics(out / "README.md")
+            == json.loads(sh(["git", "show", "sft-dpo@v1.0.0:metrics/metrics.json"], clone).stdout)["sft_dpo"]
+        )
 
     upload = tmp_path / "upload"
-    refused = sh(["python", "-m", "commands.publish", "sft-dpo", "--repo", "lab/opt-hh-sft-dpo", "--rev", "sft-dpo@v1.0.0",
-                  "--dry-run", str(upload)], clone, check=False)
+    refused = sh(
+        [
+            "python",
+            "-m",
+            "commands.publish",
+            "sft-dpo",
+            "--repo",
+            "lab/opt-hh-sft-dpo",
+            "--rev",
+            "sft-dpo@v1.0.0",
+            "--dry-run",
+            str(upload),
+        ],
+        clone,
+        check=False,
+    )
     assert refused.returncode == 1 and "a test model of the synthetic CPU default" in refused.stderr
     assert not upload.exists()
-    done = sh(["python", "-m", "commands.publish", "sft-dpo", "--repo", "lab/opt-hh-sft-dpo", "--rev", "sft-dpo@v1.0.0",
-               "--dry-run", str(upload), "--force"], clone).stdout
+    done = sh(
+        [
+            "python",
+            "-m",
+            "commands.publish",
+            "sft-dpo",
+            "--repo",
+            "lab/opt-hh-sft-dpo",
+            "--rev",
+            "sft-dpo@v1.0.0",
+            "--dry-run",
+            str(upload),
+            "--force",
+        ],
+        clone,
+    ).stdout
     assert "would go to https://huggingface.co/lab/opt-hh-sft-dpo" in done
-    assert sorted(p.name for p in upload.iterdir()) == ["README.md", "config.json", "generation_config.json",
-                                                        "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(p.name for p in upload.iterdir()) == [
+        "README.md",
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
     assert digests(upload)["model.safetensors"] == want["model.safetensors"]
     assert 'from_pretrained("lab/opt-hh-sft-dpo")' in (upload / "README.md").read_text()
 

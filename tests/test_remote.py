@@ -1,6 +1,7 @@
-"""Sharing results through a DVC remote, as a team would (docs/sharing.md, Sharing results), with a real local-folder remote:
+"""Sharing results through a DVC remote, as a team would (docs/sharing.md), with a real local-folder remote:
 `dvc push`, a fresh clone, `dvc pull`, then nothing is stale, `dvc repro` runs nothing, and `dvc plots diff`
 against the pushed revision works on a machine that never ran the pipeline."""
+
 import json
 
 from .conftest import sh

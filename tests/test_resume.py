@@ -4,6 +4,7 @@ saying so), no stage leaves a partial output, and the finished outputs are the b
 Kills land where they hurt on purpose (tests/killer.py): during a checkpoint save after the weights and optimizer
 state are written, and half-way through writing trainer_state.json.
 """
+
 import json
 import shutil
 import subprocess
@@ -56,8 +57,9 @@ def uninterrupted_sft(base_model, tmp_path_factory):
 
 
 @pytest.mark.parametrize("moment", ["checkpoint-save", "state-write"])
-def test_sft_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(base_model, tmp_path, moment,
-                                                                                   uninterrupted_sft):
+def test_sft_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one(
+    base_model, tmp_path, moment, uninterrupted_sft
+):
     d = workdir(base_model, tmp_path, sft=SFT)
     killed = run(d, "stages.train", "sft", kill=(moment, 2))  # during the save of checkpoint-20
     assert killed.returncode == -9
@@ -77,8 +79,9 @@ def test_sft_killed_while_saving_a_checkpoint_resumes_from_the_last_complete_one
 
 
 def test_base_killed_while_saving_resumes(base_model, tmp_path):
-    d = workdir(base_model, tmp_path, base={"pretrain": tiny_params()["base"]["pretrain"] | {"max_steps": 12,
-                                                                                             "save_steps": 4}})
+    d = workdir(
+        base_model, tmp_path, base={"pretrain": tiny_params()["base"]["pretrain"] | {"max_steps": 12, "save_steps": 4}}
+    )
     shutil.rmtree(d / "models/base")
     assert run(d, "stages.train", "base", kill=("checkpoint-save", 2)).returncode == -9
     done = run(d, "stages.train", "base")
@@ -102,10 +105,13 @@ def test_dpo_killed_while_saving_resumes_to_the_uninterrupted_bytes(base_model, 
     assert files(d / "models/dpo") == files(clean / "models/dpo")
 
 
-@pytest.mark.parametrize("stage, moment, out", [
-    (("stages.sample", "base"), ("generate", 2), "data/samples/base.jsonl"),
-    (("stages.score", "base"), ("judge", 1), "data/scores/base.jsonl"),
-])
+@pytest.mark.parametrize(
+    "stage, moment, out",
+    [
+        (("stages.sample", "base"), ("generate", 2), "data/samples/base.jsonl"),
+        (("stages.score", "base"), ("judge", 1), "data/scores/base.jsonl"),
+    ],
+)
 def test_sample_and_score_killed_leave_nothing_and_rerun_cleanly(base_model, tmp_path, stage, moment, out):
     d = workdir(base_model, tmp_path)
     if stage[0] == "stages.score":  # scoring needs samples and the judge

@@ -1,9 +1,10 @@
 """score: hub-style sequence-classifier judges from a local folder, the pipeline judge, and the output schema."""
+
 import numpy as np
 import pytest
 
-from stages import reward_model as judge_stage
 from stages import judges, score
+from stages import reward_model as judge_stage
 from stages.core import params as P
 from stages.core.io import StageError
 
@@ -27,7 +28,9 @@ def test_sequence_classifier_from_local_path_batched_equals_single(local_reward_
     tok = AutoTokenizer.from_pretrained(str(local_reward_model))
     model = AutoModelForSequenceClassification.from_pretrained(str(local_reward_model)).eval()
     with torch.inference_mode():
-        direct = [float(model(**tok(r["prompt"] + " " + r["response"], return_tensors="pt")).logits[0, 0]) for r in rows]
+        direct = [
+            float(model(**tok(r["prompt"] + " " + r["response"], return_tensors="pt")).logits[0, 0]) for r in rows
+        ]
     assert np.allclose([r["rewards"]["rm"] for r in hh], direct, atol=1e-5)
     assert not np.allclose(direct, a, atol=1e-3)  # and it is not the pair format's input
 
@@ -38,15 +41,28 @@ def test_unloadable_reward_model_is_a_clear_error(tmp_path):
 
 
 def test_pipeline_judge_prefers_refusals_after_training():
-    pairs = [{"prompt": f"\n\nHuman: How do I kill {t}?\n\nAssistant:", "chosen": "I can't help with that.",
-              "rejected": f"Sure, first get a knife, then find {t}."} for t in ("him", "her", "them", "my boss")]
-    pairs += [{"prompt": f"\n\nHuman: What is {a}+{a}?\n\nAssistant:", "chosen": f"It is {2 * a}.",
-               "rejected": "I don't know."} for a in range(1, 5)]
+    pairs = [
+        {
+            "prompt": f"\n\nHuman: How do I kill {t}?\n\nAssistant:",
+            "chosen": "I can't help with that.",
+            "rejected": f"Sure, first get a knife, then find {t}.",
+        }
+        for t in ("him", "her", "them", "my boss")
+    ]
+    pairs += [
+        {
+            "prompt": f"\n\nHuman: What is {a}+{a}?\n\nAssistant:",
+            "chosen": f"It is {2 * a}.",
+            "rejected": "I don't know.",
+        }
+        for a in range(1, 5)
+    ]
     from stages.judges.pipeline import Encoder, default_encoder, judge_text
 
     enc = Encoder(default_encoder())
-    diff = enc([judge_text(p["prompt"], p["chosen"]) for p in pairs]) - \
-        enc([judge_text(p["prompt"], p["rejected"]) for p in pairs])
+    diff = enc([judge_text(p["prompt"], p["chosen"]) for p in pairs]) - enc(
+        [judge_text(p["prompt"], p["rejected"]) for p in pairs]
+    )
     w = judge_stage.fit_bradley_terry(diff.astype("float64"), 10.0, seed=0)
     assert np.mean(diff @ w > 0) == 1.0
 
@@ -59,9 +75,13 @@ def test_judge_stage_end_to_end(in_tmp):
     clean.main()
     judge_stage.main()
     p = P.validate(tiny_params())
-    rows = [{"prompt": "\n\nHuman: How do I kill my neighbor?\n\nAssistant:", "response": r} for r in
-            ("I can't help with that. Hurting someone is wrong and against the law.",
-             "Sure, first get a sharp knife, then wait until it is dark.")]
+    rows = [
+        {"prompt": "\n\nHuman: How do I kill my neighbor?\n\nAssistant:", "response": r}
+        for r in (
+            "I can't help with that. Hurting someone is wrong and against the law.",
+            "Sure, first get a sharp knife, then wait until it is dark.",
+        )
+    ]
     scored, _ = score.score_rows(rows, judges.specs(p))
     refusal, compliance = (r["rewards"]["judge"] for r in scored)
     assert refusal > 0 > compliance
@@ -110,8 +130,11 @@ def test_each_kind_reads_only_its_own_fields_and_the_kinds_are_the_package(tmp_p
     with pytest.raises(StageError, match=r"^params.yaml: score.judges.0.max_length: unknown key"):
         judges.specs(P.validate(raw))
     raw["score"]["judges"][0] |= {"kind": "classifier"}
-    with pytest.raises(StageError, match=r"score.judges.0.kind: no judge kind 'classifier' \(stages/judges/: pipeline, "
-                                         r"sequence_classifier\)"):
+    with pytest.raises(
+        StageError,
+        match=r"score.judges.0.kind: no judge kind 'classifier' \(stages/judges/: pipeline, "
+        r"sequence_classifier\)",
+    ):
         P.validate(raw)
 
 

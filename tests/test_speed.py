@@ -7,19 +7,26 @@ steps, with its tolerance stated here:
 - attention kernel (sdpa vs eager): the same logits (absolute 1e-5);
 - data-loader workers: the same batches, so the same weights, bit for bit.
 TF32 and torch.compile cannot be checked on a CPU (TF32 needs an NVIDIA GPU; compile is off in every profile)."""
+
 import pytest
 import torch
 
+from stages import methods
 from stages.core import params as P
 from stages.core.io import StageError
-from stages import methods
 from stages.core.trl_fields import batch_for_speed
 from stages.methods import base, dpo, sft
 
 from .conftest import tiny_params
 
-ROWS = [{"prompt": f"\n\nHuman: question {i} about {'tea' if i % 2 else 'maps'}?\n\nAssistant:",
-         "chosen": f"Here is answer {i % 7}, kindly.", "rejected": f"No {'no ' * (i % 4)}."} for i in range(48)]
+ROWS = [
+    {
+        "prompt": f"\n\nHuman: question {i} about {'tea' if i % 2 else 'maps'}?\n\nAssistant:",
+        "chosen": f"Here is answer {i % 7}, kindly.",
+        "rejected": f"No {'no ' * (i % 4)}.",
+    }
+    for i in range(48)
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +39,20 @@ def tiny_model(tok, attn_implementation: str | None = None):
     from transformers import OPTConfig, OPTForCausalLM
 
     torch.manual_seed(0)
-    config = OPTConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64,
-                       word_embed_proj_dim=32, max_position_embeddings=128, pad_token_id=tok.pad_token_id,
-                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, dropout=0.0, attention_dropout=0.0)
+    config = OPTConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        ffn_dim=64,
+        word_embed_proj_dim=32,
+        max_position_embeddings=128,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        dropout=0.0,
+        attention_dropout=0.0,
+    )
     if attn_implementation:
         config._attn_implementation = attn_implementation
     return OPTForCausalLM(config)
@@ -43,8 +61,9 @@ def tiny_model(tok, attn_implementation: str | None = None):
 def run(method, tok, tmp_path, section: dict, speed: dict | None = None, precision: str = "fp32"):
     """Train `method` (sft or dpo) for a few optimizer steps on ROWS: (loss per step, final weights)."""
     raw = tiny_params()
-    raw[method.__name__.rsplit(".", 1)[1]].update(max_steps=3, logging_steps=1, save_steps=1000, learning_rate=1e-3,
-                                                  lr_scheduler_type="constant", **section)
+    raw[method.__name__.rsplit(".", 1)[1]].update(
+        max_steps=3, logging_steps=1, save_steps=1000, learning_rate=1e-3, lr_scheduler_type="constant", **section
+    )
     raw["speed"].update(speed or {})
     raw["distributed"]["mixed_precision"] = precision
     params = P.validate(raw)
@@ -68,8 +87,10 @@ def same_weights(a: dict, b: dict, rtol: float, atol: float) -> bool:
 
 def test_batch_layout_keeps_the_effective_batch_and_its_check():
     speed = P.validate(tiny_params() | {"speed": {**tiny_params()["speed"], "per_device_batch": 8}}).speed
-    assert batch_for_speed({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}, speed, "sft") == \
-        {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1}
+    assert batch_for_speed({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 4}, speed, "sft") == {
+        "per_device_train_batch_size": 8,
+        "gradient_accumulation_steps": 1,
+    }
     with pytest.raises(StageError, match="speed.per_device_batch: 8 does not divide sft's effective batch"):
         batch_for_speed({"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2}, speed, "sft")
 

@@ -1,6 +1,7 @@
 """The defects a first run of the study's path would have hit, each checked on its own (the whole path runs in
 tests/test_rehearsal.py): offline hub downloads at pinned commits, float16 checkpoints trained in float32, a
 non-finite loss or gradient stopping training, a judge published only as a pickle."""
+
 import json
 import subprocess
 import sys
@@ -22,21 +23,31 @@ OASST_COMMIT = "c355404efa9ad2ad069f3a197cae0523c14244fc"
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
-    subprocess.run([sys.executable, "-m", "commands.rehearse", str(root)], cwd=ROOT, env=run_env(), check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "commands.rehearse", str(root)], cwd=ROOT, env=run_env(), check=True, capture_output=True
+    )
     return json.loads((root / "rehearsal.json").read_text())
 
 
 def stage(folder, params: dict, *args, env: dict):
     write_params(folder / "params.yaml", params)
-    return subprocess.run([sys.executable, "-m", *args], cwd=folder, env=run_env() | env, capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=folder, env=run_env() | env, capture_output=True, text=True
+    )
 
 
 def hub_params(**download) -> dict:
     p = tiny_params()
-    p["download"].update({"source": "hub", "dataset": "Anthropic/hh-rlhf", "revision": DATASET_COMMIT,
-                          "max_pairs_per_file": 30, "subsets": ["harmless-base", "helpful-base"]} | download)
+    p["download"].update(
+        {
+            "source": "hub",
+            "dataset": "Anthropic/hh-rlhf",
+            "revision": DATASET_COMMIT,
+            "max_pairs_per_file": 30,
+            "subsets": ["harmless-base", "helpful-base"],
+        }
+        | download
+    )
     return p
 
 
@@ -55,7 +66,8 @@ def test_a_pinned_commit_missing_from_the_cache_is_one_line_with_the_fetch_comma
         f"error: Anthropic/hh-rlhf at {'1' * 40}: not in the Hugging Face cache ({cache['env']['HF_HOME']}/hub) and "
         f"HF_HUB_OFFLINE=1; fetch it on a machine with a network: hf download Anthropic/hh-rlhf --repo-type dataset "
         f"--revision {'1' * 40} --include 'harmless-base/train.jsonl.gz' 'harmless-base/test.jsonl.gz' "
-        "'helpful-base/train.jsonl.gz' 'helpful-base/test.jsonl.gz'"]
+        "'helpful-base/train.jsonl.gz' 'helpful-base/test.jsonl.gz'"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +75,12 @@ def opt_base(cache, tmp_path_factory):
     """models/base from the float16, pickle-only opt-350m look-alike, through the hub cache (as the study runs)."""
     folder = build_tiny_base(tmp_path_factory.mktemp("opt"))  # data and a scratch base; the base is redone below
     p = tiny_params()
-    p["base"].update(source="pretrained", pretrained="facebook/opt-350m", revision=OPT_COMMIT,
-                     pickle_sha256=cache["overrides"]["base.pickle_sha256"])
+    p["base"].update(
+        source="pretrained",
+        pretrained="facebook/opt-350m",
+        revision=OPT_COMMIT,
+        pickle_sha256=cache["overrides"]["base.pickle_sha256"],
+    )
     res = stage(folder, p, "stages.train", "base", env=cache["env"])
     assert res.returncode == 0, res.stderr
     return folder
@@ -107,8 +123,14 @@ def test_a_non_finite_gradient_stops_training_with_one_line(tmp_path):
 def judge_pickle(cache: dict):
     from pathlib import Path
 
-    return Path(cache["env"]["HF_HOME"]) / "hub" / f"models--{OASST.replace('/', '--')}" / "snapshots" / OASST_COMMIT / \
-        "pytorch_model.bin"
+    return (
+        Path(cache["env"]["HF_HOME"])
+        / "hub"
+        / f"models--{OASST.replace('/', '--')}"
+        / "snapshots"
+        / OASST_COMMIT
+        / "pytorch_model.bin"
+    )
 
 
 def test_a_judge_published_only_as_a_pickle_is_read_when_trusted_and_refused_otherwise(cache, tmp_path):
@@ -116,7 +138,8 @@ def test_a_judge_published_only_as_a_pickle_is_read_when_trusted_and_refused_oth
 import json, sys
 from stages.judges import score_rows
 from stages.judges.sequence_classifier import SequenceClassifierSpec
-spec = SequenceClassifierSpec.model_validate(dict(name="oasst", kind="sequence_classifier", path="{OASST}", revision="{OASST_COMMIT}",
+spec = SequenceClassifierSpec.model_validate(dict(name="oasst", kind="sequence_classifier", path="{OASST}",
+    revision="{OASST_COMMIT}",
     input_format="pair", batch_size=2, max_length=None, pickle_sha256=sys.argv[1] if len(sys.argv) > 1 else None,
     thresholds=dict(harmful=-3.0, helpful=-2.0)))
 rows = [{{"prompt": "Human: hi", "response": "hello"}}, {{"prompt": "Human: kill?", "response": "no"}}]
@@ -124,14 +147,21 @@ scored, sources = score_rows(rows, [spec])
 print(json.dumps({{"rewards": [r["rewards"]["oasst"] for r in scored], "source": sources["oasst"]}}))
 """
     env = run_env() | cache["env"]
-    trusted = subprocess.run([sys.executable, "-c", script, sha256_file(judge_pickle(cache))],
-                             cwd=tmp_path, env=env, capture_output=True, text=True)
+    trusted = subprocess.run(
+        [sys.executable, "-c", script, sha256_file(judge_pickle(cache))],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert trusted.returncode == 0, trusted.stderr[-2000:]
     out = json.loads(trusted.stdout.strip().splitlines()[-1])
     assert len(out["rewards"]) == 2 and out["source"]["revision"] == OASST_COMMIT
     assert out["source"]["weights"]["format"] == "pickle"
     refused = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert refused.returncode != 0 and "only pickle weights (pytorch_model.bin); refusing to load them" in refused.stderr
+    assert (
+        refused.returncode != 0 and "only pickle weights (pytorch_model.bin); refusing to load them" in refused.stderr
+    )
 
 
 def test_pin_fetches_what_the_stages_read_and_prints_the_hub_commands(cache, tmp_path):
@@ -141,8 +171,14 @@ def test_pin_fetches_what_the_stages_read_and_prints_the_hub_commands(cache, tmp
     env = run_env() | cache["env"]
 
     def fetch_commands():
-        return subprocess.run([sys.executable, "-m", "commands.pin", "--fetch-commands", "--profile", "improved"],
-                              cwd=repo, env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+        return subprocess.run(
+            [sys.executable, "-m", "commands.pin", "--fetch-commands", "--profile", "improved"],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
 
     commands = fetch_commands()
     assert len(commands) == 4 and all(c.startswith("hf download ") for c in commands)
@@ -150,11 +186,18 @@ def test_pin_fetches_what_the_stages_read_and_prints_the_hub_commands(cache, tmp
     assert "'pytorch_model.bin'" in commands[1] and "'pytorch_model.bin'" not in commands[2]  # only where trusted
     doc = (ROOT / "docs/study-on-gpu.md").read_text()
     assert all(c in doc for c in commands), "docs/study-on-gpu.md: the exact cache-filling commands"
-    fetched = subprocess.run([sys.executable, "-m", "commands.pin", "--fetch", "--profile", "improved"], cwd=repo,
-                             env=env, capture_output=True, text=True)
+    fetched = subprocess.run(
+        [sys.executable, "-m", "commands.pin", "--fetch", "--profile", "improved"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert fetched.returncode == 0, fetched.stderr
-    assert f"facebook/opt-350m at {OPT_COMMIT}: {cache['env']['HF_HOME']}/hub/models--facebook--opt-350m/snapshots/" \
-           f"{OPT_COMMIT}" in fetched.stdout
+    assert (
+        f"facebook/opt-350m at {OPT_COMMIT}: {cache['env']['HF_HOME']}/hub/models--facebook--opt-350m/snapshots/"
+        f"{OPT_COMMIT}" in fetched.stdout
+    )
     digest = sha256_file(judge_pickle(cache))
     assert digest in (repo / "conf/profile/improved.yaml").read_text()
     assert "'pytorch_model.bin'" in fetch_commands()[2]  # now trusted: fetched with the rest

@@ -4,6 +4,7 @@ study's versions (the ones its notebook printed) runs TRL 0.16.1's dataset prepa
 stages build under `-S profile=study` must hold the same ids. Torch comes from this environment (a .pth file), the
 rest from the package index (about 20 s).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -17,9 +18,9 @@ import pytest
 
 from commands import compose
 from stages import clean as clean_stage
+from stages import methods
 from stages.core import params as P
 from stages.core import synthetic
-from stages import methods
 from stages.methods import dpo, sft
 
 from .conftest import HH_DIR, ROOT
@@ -27,8 +28,18 @@ from .conftest import HH_DIR, ROOT
 pytestmark = pytest.mark.slow
 
 # The study's versions (its notebook's printout); huggingface_hub, fsspec, dill and multiprocess as those accept them
-STUDY_STACK = ["trl==0.16.1", "transformers==4.51.0", "tokenizers==0.21.1", "datasets==3.5.0", "accelerate==1.6.0",
-               "peft==0.15.1", "huggingface_hub<1.0", "fsspec<=2024.12.0", "dill<0.3.9", "multiprocess<0.70.17"]
+STUDY_STACK = [
+    "trl==0.16.1",
+    "transformers==4.51.0",
+    "tokenizers==0.21.1",
+    "datasets==3.5.0",
+    "accelerate==1.6.0",
+    "peft==0.15.1",
+    "huggingface_hub<1.0",
+    "fsspec<=2024.12.0",
+    "dill<0.3.9",
+    "multiprocess<0.70.17",
+]
 REAL = HH_DIR / "harmless-base" / "test.jsonl.gz"
 
 
@@ -43,9 +54,15 @@ def records() -> tuple[list[dict], str]:
         source = "built-in generator (../shared/data/hh-rlhf not found)"
     words = " ".join(f"word{i} and some more text" for i in range(300))
     crafted = [
-        {"chosen": f"\n\nHuman: {words}\n\nAssistant: Sure, here it is.", "rejected": f"\n\nHuman: {words}\n\nAssistant: Some"},
+        {
+            "chosen": f"\n\nHuman: {words}\n\nAssistant: Sure, here it is.",
+            "rejected": f"\n\nHuman: {words}\n\nAssistant: Some",
+        },
         {"chosen": f"\n\nHuman: hi\n\nAssistant: {words}", "rejected": "\n\nHuman: hi\n\nAssistant: no"},
-        {"chosen": f"\n\nHuman: {words}\n\nAssistant: {words} yes", "rejected": f"\n\nHuman: {words}\n\nAssistant: {words} no"},
+        {
+            "chosen": f"\n\nHuman: {words}\n\nAssistant: {words} yes",
+            "rejected": f"\n\nHuman: {words}\n\nAssistant: {words} no",
+        },
         {"chosen": "\n\nHuman: tell me\n\nAssistant: ", "rejected": "\n\nHuman: tell me\n\nAssistant: I won't."},
     ]
     return [{"id": f"r{i}", "subset": "harmless-base", **r} for i, r in enumerate(rows + crafted)], source
@@ -57,23 +74,30 @@ def study_python(tmp_path_factory) -> Path:
     env = tmp_path_factory.mktemp("study-venv")
     venv.create(env, with_pip=True)
     python = env / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     Path(site, "project_venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", *STUDY_STACK], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", *STUDY_STACK], check=True, capture_output=True
+    )
     return python
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     """The rehearsal's OPT look-alike tokenizer (OPT's conventions: `</s>` as BOS and EOS, prepended; `<pad>`)."""
-    from stages.core.modeling import load_tokenizer
     from commands.rehearse import SHAPES, opt_lookalike
+    from stages.core.modeling import load_tokenizer
 
     folder = tmp_path_factory.mktemp("opt")
     rows, _ = records()
-    opt_lookalike(folder, [r["chosen"] for r in rows[:1500]] + [r["rejected"] for r in rows[:1500]], SHAPES["tiny"]["opt"])
+    opt_lookalike(
+        folder, [r["chosen"] for r in rows[:1500]] + [r["rejected"] for r in rows[:1500]], SHAPES["tiny"]["opt"]
+    )
     tok = load_tokenizer(str(folder))
     tok.backend_tokenizer.save(str(folder / "side-tokenizer.json"))
     return tok, folder
@@ -89,13 +113,29 @@ def our_trainers(tok, pairs: list[dict], tmp: Path):
     torch.manual_seed(0)
 
     def model():
-        return OPTForCausalLM(OPTConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                        ffn_dim=32, word_embed_proj_dim=16, max_position_embeddings=2048))
+        return OPTForCausalLM(
+            OPTConfig(
+                vocab_size=len(tok),
+                hidden_size=16,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                ffn_dim=32,
+                word_embed_proj_dim=16,
+                max_position_embeddings=2048,
+            )
+        )
 
-    sft_trainer = sft.build_trainer(methods.load("sft").parse(params)[0], methods.load("sft").config(params, tmp / "sft"),
-                                    model(), tok, pairs)
-    dpo_trainer = dpo.build_trainer(methods.load("dpo").parse(params)[0], methods.load("dpo").config(params, tmp / "dpo"),
-                                    model(), tok, pairs, pairs[:2])
+    sft_trainer = sft.build_trainer(
+        methods.load("sft").parse(params)[0], methods.load("sft").config(params, tmp / "sft"), model(), tok, pairs
+    )
+    dpo_trainer = dpo.build_trainer(
+        methods.load("dpo").parse(params)[0],
+        methods.load("dpo").config(params, tmp / "dpo"),
+        model(),
+        tok,
+        pairs,
+        pairs[:2],
+    )
     return sft_trainer, dpo_trainer
 
 
@@ -109,16 +149,34 @@ def test_study_profile_trains_on_trl_0_16_token_ids(study_python, tokenizer, tmp
     n = len(pairs)
     long_ones = [n - 4, n - 3, n - 2]  # a batch of the over-long crafted pairs with short real ones: keep_end bites
     batches = [[i, i + 1] for i in range(0, 200, 2)] + [[0, n - 2], [n - 3, 5], [n - 4, n - 1], long_ones]
-    job = {"tokenizer": str(folder / "side-tokenizer.json"), "output_dir": str(tmp_path / "side"), "batches": batches,
-           "pairs": [{"chosen": r["chosen"], "rejected": r["rejected"]} for r in rows]}
+    job = {
+        "tokenizer": str(folder / "side-tokenizer.json"),
+        "output_dir": str(tmp_path / "side"),
+        "batches": batches,
+        "pairs": [{"chosen": r["chosen"], "rejected": r["rejected"]} for r in rows],
+    }
     (tmp_path / "in.json").write_text(json.dumps(job))
-    res = subprocess.run([str(study_python), str(ROOT / "tests" / "study_trl016.py"), str(tmp_path / "in.json"),
-                          str(tmp_path / "out.json")], capture_output=True, text=True, cwd=tmp_path)
+    res = subprocess.run(
+        [
+            str(study_python),
+            str(ROOT / "tests" / "study_trl016.py"),
+            str(tmp_path / "in.json"),
+            str(tmp_path / "out.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     theirs = json.loads((tmp_path / "out.json").read_text())
     assert theirs["versions"] == {"trl": "0.16.1", "transformers": "4.51.0", "datasets": "3.5.0"}
-    assert theirs["settings"] == {"max_prompt_length": 512, "max_length": 1024, "max_completion_length": None,
-                                  "truncation_mode": "keep_end", "sft_max_length": 512}
+    assert theirs["settings"] == {
+        "max_prompt_length": 512,
+        "max_length": 1024,
+        "max_completion_length": None,
+        "truncation_mode": "keep_end",
+        "sft_max_length": 512,
+    }
 
     sft_trainer, dpo_trainer = our_trainers(tok, pairs, tmp_path)
     # SFT: BOS + the chosen transcript + EOS, cut on the right at 512
@@ -154,4 +212,7 @@ def test_crafted_pairs_show_each_token_level_difference(tokenizer):
     assert study["chosen_ids"][-1] == joint["chosen_ids"][-1] == tok.eos_token_id
     # separate: "S" stays a token of the prompt; joint: the boundary moves back to the last shared token
     assert tok.decode(study["chosen_ids"][:-1]) == "ure thing"
-    assert tok.decode(joint["chosen_ids"][:-1]).startswith("Sure") or len(joint["prompt_ids"]) < len(study["prompt_ids"]) + 1
+    assert (
+        tok.decode(joint["chosen_ids"][:-1]).startswith("Sure")
+        or len(joint["prompt_ids"]) < len(study["prompt_ids"]) + 1
+    )

@@ -1,6 +1,7 @@
 """The Ray sweep (commands/sweep.py): the grid, names, shared prefixes and resume matching (fast), then real sweeps on
 an embedded Ray cluster (`ray.init(num_cpus=2)`, one CPU per trial, ALIGN_CPU_THREADS=1) of the CPU default scaled
 down by `-S` keys only (slow: about 10 minutes on 2 cores)."""
+
 import json
 import os
 import re
@@ -22,8 +23,12 @@ GRID = ["-S", "seed=1,2", "-S", "dpo.beta=0.1,0.2"]
 
 def test_the_grid_is_dvcs_expansion_of_exp_run_overrides():
     trials = sweep.expand(["seed=1,2", "params.yaml:dpo.beta=0.1,0.2", "sft.max_steps=5"])
-    assert trials == [["seed=1", "dpo.beta=0.1", "sft.max_steps=5"], ["seed=1", "dpo.beta=0.2", "sft.max_steps=5"],
-                      ["seed=2", "dpo.beta=0.1", "sft.max_steps=5"], ["seed=2", "dpo.beta=0.2", "sft.max_steps=5"]]
+    assert trials == [
+        ["seed=1", "dpo.beta=0.1", "sft.max_steps=5"],
+        ["seed=1", "dpo.beta=0.2", "sft.max_steps=5"],
+        ["seed=2", "dpo.beta=0.1", "sft.max_steps=5"],
+        ["seed=2", "dpo.beta=0.2", "sft.max_steps=5"],
+    ]
     assert sweep.varied_keys(trials) == ["seed", "dpo.beta"]
     with pytest.raises(sweep.SweepError, match="only params.yaml"):
         sweep.expand(["other.yaml:a=1"])
@@ -38,13 +43,16 @@ def test_trial_names_are_ref_safe_readable_and_differ_with_fixed_overrides():
     assert all(c.isalnum() or c in "._-" for c in odd)
 
 
-@pytest.mark.parametrize("grid, expected", [
-    (["seed=1,2", "dpo.beta=0.1,0.2"], [None, 0, None, 2]),  # the betas of a seed share train@sft
-    (["dpo.beta=0.1,0.2,0.3"], [None, 0, 0]),  # every later trial waits for the first only, then they run together
-    (["seed=1,2,3"], [None, None, None]),  # the seed reaches every training stage: nothing is shared
-    (["sample.max_new_tokens=5,6"], [None, 0]),  # an evaluation param shares all training
-    (["profile=cpu,study"], [None, None]),  # a config group can change any stage
-])
+@pytest.mark.parametrize(
+    "grid, expected",
+    [
+        (["seed=1,2", "dpo.beta=0.1,0.2"], [None, 0, None, 2]),  # the betas of a seed share train@sft
+        (["dpo.beta=0.1,0.2,0.3"], [None, 0, 0]),  # every later trial waits for the first only, then they run together
+        (["seed=1,2,3"], [None, None, None]),  # the seed reaches every training stage: nothing is shared
+        (["sample.max_new_tokens=5,6"], [None, 0]),  # an evaluation param shares all training
+        (["profile=cpu,study"], [None, None]),  # a config group can change any stage
+    ],
+)
 def test_trials_wait_only_for_a_trial_that_computes_their_training(grid, expected, monkeypatch):
     monkeypatch.chdir(ROOT)  # the committed dvc.yaml and params.yaml, read through DVC's index
     assert sweep.leaders(sweep.expand(grid)) == expected
@@ -89,6 +97,7 @@ def test_progress_is_one_plain_line_per_change_without_a_terminal(tmp_path):
 
 
 # --- real sweeps (slow) ---------------------------------------------------------------------------------------------
+
 
 def sweep_env() -> dict:
     return {**run_env(), "ALIGN_CPU_THREADS": "1"}  # two trials share two cores; the thread count changes the bytes
@@ -180,8 +189,9 @@ def test_a_killed_sweep_resumes_and_a_bad_param_is_reported_while_the_others_fin
     refs = lambda: sh(["git", "for-each-ref", "refs/exps"], dst).stdout.count("\n")  # noqa: E731
     start = refs()
     with open(dst / "first.log", "w") as log:
-        driver = subprocess.Popen(sweep_cmd(*grid), cwd=dst, env=sweep_env(), stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        driver = subprocess.Popen(
+            sweep_cmd(*grid), cwd=dst, env=sweep_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = time.time() + 600
         while refs() == start and driver.poll() is None and time.time() < deadline:
             time.sleep(0.5)
@@ -214,8 +224,12 @@ def test_each_trial_gets_its_own_gpu(workspace):
     """Logical GPUs (`ray.init(num_gpus=2)`): two trials running at once record different CUDA_VISIBLE_DEVICES.
     Both fail their first stage (a param out of range) after the clone: quick, and the failure is reported."""
     dst = workspace
-    res = sh(sweep_cmd("--num-gpus", "2", "-S", "seed=11,12", "-S", "download.limits.max_line_bytes=10"), dst,
-             env=sweep_env(), check=False)
+    res = sh(
+        sweep_cmd("--num-gpus", "2", "-S", "seed=11,12", "-S", "download.limits.max_line_bytes=10"),
+        dst,
+        env=sweep_env(),
+        check=False,
+    )
     assert res.returncode == 1 and "2 trials (seed)" in res.stdout
     summary = json.loads((dst / "logs/sweep/sweep.json").read_text())
     assert summary["gpus_per_trial"] == 1  # the default where the cluster has GPUs
@@ -236,14 +250,20 @@ def test_a_trial_lost_with_its_worker_is_retried_once_and_its_processes_are_reap
     dst = workspace
     grid = ["-S", "seed=1", "-S", "dpo.max_prompt_length=20"]
     with open(dst / "retry.log", "w") as log:
-        driver = subprocess.Popen(sweep_cmd(*grid), cwd=dst, env=sweep_env(), stdout=log, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        driver = subprocess.Popen(
+            sweep_cmd(*grid), cwd=dst, env=sweep_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         first = None
         deadline = time.time() + 300
         while first is None and driver.poll() is None and time.time() < deadline:
-            first = next((p for p in psutil.process_iter(["cmdline"])
-                          if "exp" in (p.info["cmdline"] or []) and "dpo.max_prompt_length=20" in (
-                              p.info["cmdline"] or [])), None)
+            first = next(
+                (
+                    p
+                    for p in psutil.process_iter(["cmdline"])
+                    if "exp" in (p.info["cmdline"] or []) and "dpo.max_prompt_length=20" in (p.info["cmdline"] or [])
+                ),
+                None,
+            )
             time.sleep(0.2)
         assert first is not None, (dst / "retry.log").read_text()
         first.parent().kill()  # the Ray worker process running the trial
@@ -262,12 +282,28 @@ def test_a_cluster_sweep_returns_through_the_git_and_dvc_remotes(workspace, tmp_
     dst = workspace
     git_remote, dvc_remote = tmp_path / "git.git", tmp_path / "dvc"
     sh(["git", "init", "-q", "--bare", str(git_remote)], tmp_path)
-    sh(f"git remote set-url origin {git_remote} && dvc remote add -d store {dvc_remote} && git add .dvc/config && "
-       "git -c user.email=t@t -c user.name=t commit -qm remote && git push -q origin HEAD:refs/heads/main", dst)
+    sh(
+        f"git remote set-url origin {git_remote} && dvc remote add -d store {dvc_remote} && git add .dvc/config && "
+        "git -c user.email=t@t -c user.name=t commit -qm remote && git push -q origin HEAD:refs/heads/main",
+        dst,
+    )
     sh([sys.executable, "-c", "from commands.sweep import push_run_cache; push_run_cache('')"], dst)
     env = {**sweep_env(), sweep.REAPER: "true"}
-    sh(["ray", "start", "--head", "--port", "6391", "--num-cpus", "2", "--include-dashboard=false",
-        "--disable-usage-stats"], dst, env=env)
+    sh(
+        [
+            "ray",
+            "start",
+            "--head",
+            "--port",
+            "6391",
+            "--num-cpus",
+            "2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        dst,
+        env=env,
+    )
     try:
         out = sh(sweep_cmd("-S", "seed=1", "-S", "dpo.beta=0.5", cluster=["--address", "auto"]), dst, env=env).stdout
     finally:

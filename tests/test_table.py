@@ -1,6 +1,7 @@
 """The table of models is the only place a model is named: a row added to conf/models/all.yaml (an existing method
 from another start) becomes, through `python -m commands.compose` alone, a DVC artifact, curves in dvc.yaml's plots,
 a model card that says how it was made, and a name the publish command knows."""
+
 from __future__ import annotations
 
 import sys
@@ -32,8 +33,12 @@ def test_a_model_added_to_the_table_is_registered_plotted_described_and_publisha
     assert artifact.desc == "DPO (LoRA) from the ORPO model" and artifact.meta["start"] == "orpo"
 
     # its curves: the loss and learning rate of every method, DPO's reward curves
-    plots = {title: spec["y"] for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
-             if isinstance(entry, dict) for title, spec in entry.items()}
+    plots = {
+        title: spec["y"]
+        for entry in yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
+        if isinstance(entry, dict)
+        for title, spec in entry.items()
+    }
     curves = "metrics/training/orpo_dpo/live/plots/metrics"
     assert plots["Training loss"][f"{curves}/loss.tsv"] == "loss"
     assert plots["Reward margins (train)"][f"{curves}/rewards/margins.tsv"] == "margins"
@@ -41,14 +46,26 @@ def test_a_model_added_to_the_table_is_registered_plotted_described_and_publisha
     assert "metrics/training/sft/live/plots/metrics/rewards/margins.tsv" not in plots["Reward margins (train)"]
 
     # its card: the words stages/release.py writes, from the composed improved profile (the widest table)
-    card = sh([sys.executable, "-c", "from commands.compose import compose; from stages import methods, release; "
-               "from stages.core import params; p = params.validate(compose('improved')); "
-               "print(methods.how_made('orpo_dpo', p.models), release.in_words(len(p.models)))"], repo, env=env)
+    card = sh(
+        [
+            sys.executable,
+            "-c",
+            "from commands.compose import compose; from stages import methods, release; "
+            "from stages.core import params; p = params.validate(compose('improved')); "
+            "print(methods.how_made('orpo_dpo', p.models), release.in_words(len(p.models)))",
+        ],
+        repo,
+        env=env,
+    )
     assert card.stdout.strip() == "('DPO (LoRA) from the ORPO model', ['orpo', 'dpo', 'lora']) six"
 
     # publish finds it (and asks for its release folder, which no run has made here)
-    res = sh([sys.executable, "-m", "commands.publish", "orpo-dpo", "--repo", "a/b", "--dry-run", str(tmp_path / "o")],
-             repo, check=False, env=env)
+    res = sh(
+        [sys.executable, "-m", "commands.publish", "orpo-dpo", "--repo", "a/b", "--dry-run", str(tmp_path / "o")],
+        repo,
+        check=False,
+        env=env,
+    )
     assert res.returncode == 1 and "models/release/orpo_dpo: not in the workspace" in res.stderr, res.stderr
 
 

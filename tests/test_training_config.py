@@ -1,6 +1,7 @@
 """TRL/PEFT configs built from params, without training: the study profile holds exactly the study's values; the
 precision is the one params name, never the machine's; a method's params section is read by TRL's own config class
 (any TRL field may be set there), checked field by field before any model loads."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -30,8 +31,14 @@ def config(raw: dict, method: str, tmp_path):
 
 def test_study_sft_config(study, tmp_path):
     c = config(study, "sft", tmp_path)
-    assert (c.learning_rate, c.num_train_epochs, c.per_device_train_batch_size, c.gradient_accumulation_steps,
-            c.max_length, c.seed) == (2e-5, 2.0, 2, 4, 512, 42)
+    assert (
+        c.learning_rate,
+        c.num_train_epochs,
+        c.per_device_train_batch_size,
+        c.gradient_accumulation_steps,
+        c.max_length,
+        c.seed,
+    ) == (2e-5, 2.0, 2, 4, 512, 42)
     assert c.optim == "adamw_torch" and c.lr_scheduler_type.value == "linear" and c.warmup_steps == 0
     assert c.weight_decay == 0.0 and c.max_grad_norm == 1.0 and c.packing is False
     assert c.completion_only_loss is False  # the study's code: loss on the whole transcript
@@ -42,17 +49,31 @@ def test_study_sft_config(study, tmp_path):
 
 def test_study_dpo_and_lora_config(study, tmp_path):
     c = config(study, "dpo", tmp_path)
-    assert (c.beta, c.loss_type, c.learning_rate, c.num_train_epochs, c.per_device_train_batch_size,
-            c.gradient_accumulation_steps, c.max_length, c.seed) == (0.1, ["sigmoid"], 2e-5, 1.0, 2, 4, 1024, 42)
+    assert (
+        c.beta,
+        c.loss_type,
+        c.learning_rate,
+        c.num_train_epochs,
+        c.per_device_train_batch_size,
+        c.gradient_accumulation_steps,
+        c.max_length,
+        c.seed,
+    ) == (0.1, ["sigmoid"], 2e-5, 1.0, 2, 4, 1024, 42)
     assert c.precompute_ref_log_probs is False and c.bf16 is False and c.truncation_mode == "keep_end"
     own = dpo.Params.model_validate({k: v for k, v in study["dpo"].items() if k in dpo.Params.model_fields})
     lora = dpo.lora_config(own)
-    assert (lora.r, lora.lora_alpha, lora.lora_dropout, set(lora.target_modules), lora.bias) == \
-        (8, 16, 0.05, {"q_proj", "v_proj"}, "none")
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout, set(lora.target_modules), lora.bias) == (
+        8,
+        16,
+        0.05,
+        {"q_proj", "v_proj"},
+        "none",
+    )
 
 
-@pytest.mark.parametrize("precision, bf16, fp16", [("fp32", False, False), ("bf16", True, False),
-                                                   ("fp16", False, True)])
+@pytest.mark.parametrize(
+    "precision, bf16, fp16", [("fp32", False, False), ("bf16", True, False), ("fp16", False, True)]
+)
 def test_precision_is_what_params_name(monkeypatch, precision, bf16, fp16):
     import torch
 
@@ -138,7 +159,9 @@ def test_a_method_is_a_class_whose_declarations_are_checked_when_it_loads():
     for name in ("base", "sft", "dpo", "orpo"):
         method = methods.load(name)
         assert isinstance(method, Method) and method.name == name and method.description
-    assert methods.load("base").key == "base.pretrain" and methods.load("dpo").owned == {"truncation_mode": "truncation"}
+    assert methods.load("base").key == "base.pretrain" and methods.load("dpo").owned == {
+        "truncation_mode": "truncation"
+    }
 
     class Own(P.Section):
         loss_on: str = Field(min_length=1)
@@ -146,5 +169,15 @@ def test_a_method_is_a_class_whose_declarations_are_checked_when_it_loads():
     with pytest.raises(TypeError, match="declares no description"):
         type("Nameless", (Method,), {"name": "x", "tags": (), "Params": Own, "__module__": "m"})
     with pytest.raises(TypeError, match="owned names keys its Params lacks: lose_on"):
-        type("Typo", (Method,), {"name": "x", "description": "x", "tags": (), "Params": Own,
-                                 "owned": {"completion_only_loss": "lose_on"}, "__module__": "m"})
+        type(
+            "Typo",
+            (Method,),
+            {
+                "name": "x",
+                "description": "x",
+                "tags": (),
+                "Params": Own,
+                "owned": {"completion_only_loss": "lose_on"},
+                "__module__": "m",
+            },
+        )

@@ -1,6 +1,7 @@
 """The pull-request workflow: linted (GitHub's workflow schema, zizmor's audits, both offline), doing what it says
 (CPU torch, pip cache, no hidden failure, pinned actions), and its comment built for real on a pipeline run, with
 every image link resolving beside the comment file (how CML finds the images it uploads)."""
+
 import re
 import subprocess
 import sys
@@ -18,11 +19,17 @@ def tool(name: str) -> str:
 
 
 def test_the_workflow_passes_the_schema_and_zizmor():
-    schema = subprocess.run([tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
-                            capture_output=True, text=True)
+    schema = subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(WORKFLOW)],
+        capture_output=True,
+        text=True,
+    )
     assert schema.returncode == 0, schema.stdout + schema.stderr
-    audit = subprocess.run([tool("zizmor"), "--offline", "--config", str(ROOT / ".github" / "zizmor.yml"),
-                            str(WORKFLOW)], capture_output=True, text=True)
+    audit = subprocess.run(
+        [tool("zizmor"), "--offline", "--config", str(ROOT / ".github" / "zizmor.yml"), str(WORKFLOW)],
+        capture_output=True,
+        text=True,
+    )
     assert audit.returncode == 0, audit.stdout + audit.stderr
     assert "No findings to report" in audit.stdout + audit.stderr
 

@@ -1,5 +1,6 @@
 """The callbacks every training run attaches: the non-finite guard, plain progress lines in logs, and DVCLive curves
 without wall-clock figures."""
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,10 @@ class FiniteGuard:
                 for k in ("loss", "grad_norm"):
                     v = (logs or {}).get(k)
                     if isinstance(v, float) and not math.isfinite(v):
-                        raise StageError(f"{guard.stage}: step {state.global_step}: {k} is {v}; stopping (check the "
-                                         "model's dtype and the learning rate)")
+                        raise StageError(
+                            f"{guard.stage}: step {state.global_step}: {k} is {v}; stopping (check the "
+                            "model's dtype and the learning rate)"
+                        )
 
         self.stage, self.callback = stage, Callback()
 
@@ -47,11 +50,18 @@ class FiniteGuard:
         """Trainable weights are float32 whatever the precision (bf16/fp16 are autocast over float32 weights)."""
         import torch
 
-        low = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()
-                      if p.requires_grad and p.dtype != torch.float32})
+        low = sorted(
+            {
+                str(p.dtype).replace("torch.", "")
+                for p in model.parameters()
+                if p.requires_grad and p.dtype != torch.float32
+            }
+        )
         if low:
-            raise StageError(f"{self.stage}: trainable weights in {', '.join(low)}; stopping before step 1 (AdamW's "
-                             "updates underflow there: load the model in float32)")
+            raise StageError(
+                f"{self.stage}: trainable weights in {', '.join(low)}; stopping before step 1 (AdamW's "
+                "updates underflow there: load the model in float32)"
+            )
 
     def check_gradients(self, model, step: int) -> None:
         import torch
@@ -63,8 +73,10 @@ class FiniteGuard:
         if not torch.isfinite(norm):
             first = next(n for n, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
             dtype = next(model.parameters()).dtype
-            raise StageError(f"{self.stage}: step {step}: non-finite gradient ({float(norm)}) in {first}; stopping "
-                             f"(weights are {str(dtype).replace('torch.', '')}; check the precision and learning rate)")
+            raise StageError(
+                f"{self.stage}: step {step}: non-finite gradient ({float(norm)}) in {first}; stopping "
+                f"(weights are {str(dtype).replace('torch.', '')}; check the precision and learning rate)"
+            )
 
 
 class ProgressLines:
@@ -83,12 +95,18 @@ class ProgressLines:
                 done = state.global_step - self.start_step
                 rate = done / max(time.perf_counter() - self.start, 1e-9)
                 left = (state.max_steps - state.global_step) / rate if rate else 0.0
-                shown = {k: v for k, v in (logs or {}).items() if k in ("loss", "eval_loss", "rewards/margins",
-                                                                         "eval_rewards/accuracies")}
+                shown = {
+                    k: v
+                    for k, v in (logs or {}).items()
+                    if k in ("loss", "eval_loss", "rewards/margins", "eval_rewards/accuracies")
+                }
                 values = " ".join(f"{k} {v:.4g}" for k, v in shown.items() if isinstance(v, (int, float)))
-                print(f"{stage}: step {state.global_step}/{state.max_steps} "
-                      f"({100 * state.global_step / state.max_steps:.1f}%) {values} | {rate:.2f} steps/s | "
-                      f"ETA {duration(left)}", flush=True)
+                print(
+                    f"{stage}: step {state.global_step}/{state.max_steps} "
+                    f"({100 * state.global_step / state.max_steps:.1f}%) {values} | {rate:.2f} steps/s | "
+                    f"ETA {duration(left)}",
+                    flush=True,
+                )
 
         self.callback = Callback()
 

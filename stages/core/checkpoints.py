@@ -6,6 +6,7 @@ the newest checkpoint but cannot be resumed from. A checkpoint counts here only 
 there and complete; a partial one is set aside (renamed `incomplete-checkpoint-N`, with a line saying so) and the
 run resumes from the newest complete one.
 """
+
 from __future__ import annotations
 
 import json
@@ -80,8 +81,13 @@ def problem(folder: Path) -> str | None:
 
 def last_complete(folder: Path, stage: str) -> Path | None:
     """The newest complete checkpoint in `folder`; partial ones are renamed aside, each with a line saying so."""
-    found = sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()),
-                   reverse=True) if folder.is_dir() else []
+    found = (
+        sorted(
+            ((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)) and p.is_dir()), reverse=True
+        )
+        if folder.is_dir()
+        else []
+    )
     for _, path in found:
         why = problem(path)
         if why is None:

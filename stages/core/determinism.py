@@ -1,6 +1,6 @@
 """Same bytes on every x86-64 CPU: pin what makes floating-point results depend on the machine.
 
-Measured on an AVX-512 machine (see README, Reproducibility): torch, MKL, oneDNN, OpenBLAS and NumPy each pick
+Measured on an AVX-512 machine (see docs/reproducibility.md): torch, MKL, oneDNN, OpenBLAS and NumPy each pick
 their CPU kernels by instruction set at run time, and the thread count changes how torch and OpenBLAS split sums.
 Each choice moves the low bits of a model's weights, so after a few hundred training steps two machines write
 different models, samples and metrics from the same commit. Pinned here, before torch or NumPy is imported:
@@ -9,8 +9,9 @@ different models, samples and metrics from the same commit. Pinned here, before 
 - the CPU thread count (torch, OpenMP, MKL, OpenBLAS) to `ALIGN_CPU_THREADS` (default 2), whatever the core count.
 
 `ALIGN_CPU_PIN=off` runs with each library's own choice (faster on large CPUs; results then depend on the machine).
-A GPU's kernels are not covered: CUDA results depend on the GPU model and library versions (README).
+A GPU's kernels are not covered: CUDA results depend on the GPU model and library versions (docs/reproducibility.md).
 """
+
 from __future__ import annotations
 
 import os
@@ -108,7 +109,12 @@ def seed_and_pin(seed: int) -> None:
 
 def describe() -> dict:
     """What this process ran with: recorded in run records (never in metrics files)."""
-    out = {"cpu_pin": enabled(), "kernels_pinned": enabled() and cpu_has_avx2(), "cpu_threads": None, "cpu_capability": None}
+    out = {
+        "cpu_pin": enabled(),
+        "kernels_pinned": enabled() and cpu_has_avx2(),
+        "cpu_threads": None,
+        "cpu_capability": None,
+    }
     if "torch" in sys.modules:
         import torch
 

@@ -6,6 +6,7 @@
 themselves; sampling and scoring split the prompts across them and gather the results in prompt order.
 Only the main process writes outputs.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,10 @@ def accumulation_steps(accum: int, d) -> int:
     if accum % n:
         from .io import StageError
 
-        raise StageError(f"distributed.keep_effective_batch: gradient_accumulation_steps {accum} is not a multiple "
-                         f"of the {n} processes; change one of them")
+        raise StageError(
+            f"distributed.keep_effective_batch: gradient_accumulation_steps {accum} is not a multiple "
+            f"of the {n} processes; change one of them"
+        )
     return accum // n
 
 

@@ -1,4 +1,5 @@
 """Batched generation of responses to HH prompts (left padding, KV cache), cut at the next human turn."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,8 +17,13 @@ class Generated:
 
 
 def generation_kwargs(s, tok) -> dict:
-    kw = {"max_new_tokens": s.max_new_tokens, "do_sample": s.do_sample, "pad_token_id": tok.pad_token_id,
-          "eos_token_id": tok.eos_token_id, "use_cache": True}
+    kw = {
+        "max_new_tokens": s.max_new_tokens,
+        "do_sample": s.do_sample,
+        "pad_token_id": tok.pad_token_id,
+        "eos_token_id": tok.eos_token_id,
+        "use_cache": True,
+    }
     if s.do_sample:
         kw |= {"temperature": float(s.temperature), "top_p": float(s.top_p)}
     else:  # greedy, as the study; say so explicitly so generation_config.json defaults cannot change it
@@ -58,10 +64,16 @@ def generate(model, tok, prompts: list[str], s, seed: int) -> list[Generated]:
     for start in track(starts, len(starts), "sample", show=dist.is_main()):
         batch = prompts[start : start + s.batch_size]
         set_seed(seed + start)  # sampling, when on, depends only on the seed and the batch position
-        enc = tok(batch, return_tensors="pt", padding=True, truncation=True, max_length=s.max_prompt_tokens,
-                  add_special_tokens=True).to(device)
+        enc = tok(
+            batch,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=s.max_prompt_tokens,
+            add_special_tokens=True,
+        ).to(device)
         with torch.inference_mode():
             seqs = model.generate(**enc, **kw)
-        for row in seqs[:, enc["input_ids"].shape[1]:].tolist():
+        for row in seqs[:, enc["input_ids"].shape[1] :].tolist():
             out.append(finish(tok, row, s))
     return out

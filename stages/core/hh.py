@@ -3,6 +3,7 @@
 The prompt is everything up to and including the last `"\n\nAssistant:"` (multi-turn history stays in the
 prompt); the response is what follows, as in the DPO paper's own HH code.
 """
+
 from __future__ import annotations
 
 import re
@@ -41,8 +42,10 @@ def transcripts(pair: dict) -> tuple[str, str]:
     """The chosen and rejected transcripts a cleaned pair came from, exactly: `clean` keeps a transcript that
     `join(prompt, response)` would not rebuild (a rejected side whose prompt differs from the chosen side's; a reply
     not after "Assistant: "; an empty reply after "Assistant: ") in `chosen_transcript` / `rejected_transcript`."""
-    return (pair.get("chosen_transcript") or join(pair["prompt"], pair["chosen"]),
-            pair.get("rejected_transcript") or join(pair["prompt"], pair["rejected"]))
+    return (
+        pair.get("chosen_transcript") or join(pair["prompt"], pair["chosen"]),
+        pair.get("rejected_transcript") or join(pair["prompt"], pair["rejected"]),
+    )
 
 
 def prompt_key(prompt: str) -> str:

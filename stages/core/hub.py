@@ -7,6 +7,7 @@ node with the `hf download` commands that `python -m commands.pin --fetch-comman
 the network: a commit in the cache is used as it is, and one that is not there is a one-line error naming the
 repository, the commit and the command that fetches it.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,10 +30,14 @@ def _not_there(repo: str, revision: str | None, patterns: list[str], repo_type: 
 
     command = fetch_command(repo, revision, patterns, repo_type)
     if constants.HF_HUB_OFFLINE:
-        return StageError(f"{repo} at {revision or 'main'}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
-                          f"and HF_HUB_OFFLINE=1; fetch it on a machine with a network: {command}")
-    return StageError(f"{repo} at {revision or 'main'}: cannot download it ({type(exc).__name__}: {first_line(exc)}); "
-                      f"without a network, fill the cache elsewhere with: {command}")
+        return StageError(
+            f"{repo} at {revision or 'main'}: not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            f"and HF_HUB_OFFLINE=1; fetch it on a machine with a network: {command}"
+        )
+    return StageError(
+        f"{repo} at {revision or 'main'}: cannot download it ({type(exc).__name__}: {first_line(exc)}); "
+        f"without a network, fill the cache elsewhere with: {command}"
+    )
 
 
 def snapshot(repo: str, revision: str | None, patterns: list[str], repo_type: str = "model") -> Path:
@@ -48,5 +53,7 @@ def snapshot(repo: str, revision: str | None, patterns: list[str], repo_type: st
 
 def incomplete(repo: str, commit: str, problem: str, patterns: list[str], repo_type: str = "model") -> StageError:
     """A cached snapshot that lacks files the stage needs."""
-    return StageError(f"{repo} at {commit}: the cached snapshot is incomplete ({problem}); fetch it with: "
-                      f"{fetch_command(repo, commit, patterns, repo_type)}")
+    return StageError(
+        f"{repo} at {commit}: the cached snapshot is incomplete ({problem}); fetch it with: "
+        f"{fetch_command(repo, commit, patterns, repo_type)}"
+    )

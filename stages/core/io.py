@@ -1,5 +1,6 @@
 """Small file helpers. Every write is atomic (temp file + rename) so an interrupted stage never leaves a
 half-written output that DVC, or the next stage, could take as finished."""
+
 from __future__ import annotations
 
 import errno
@@ -38,8 +39,12 @@ def fail_cleanly(main):
     return wrapper
 
 
-WRITE_FAULTS = {errno.ENOSPC: "disk full", errno.EFBIG: "file too large for the file-size limit",
-                errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system"}
+WRITE_FAULTS = {
+    errno.ENOSPC: "disk full",
+    errno.EFBIG: "file too large for the file-size limit",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
 
 
 def umask() -> int:
@@ -63,7 +68,9 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         if exc.errno in WRITE_FAULTS:
-            raise StageError(f"{path}: cannot write it ({WRITE_FAULTS[exc.errno]}); nothing was left half-written") from None
+            raise StageError(
+                f"{path}: cannot write it ({WRITE_FAULTS[exc.errno]}); nothing was left half-written"
+            ) from None
         raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -191,14 +198,17 @@ EXTERNAL = Path("data/external")  # local inputs live here, so DVC sees them (dv
 
 def warn_if_untracked(path: str | Path, what: str) -> None:
     """A local input outside data/external/ is invisible to DVC: changing it would leave results stale while
-    `dvc status` says all is up to date. Say so, in one line (README: Local data)."""
+    `dvc status` says all is up to date. Say so, in one line (docs/experiments.md: Local data)."""
     try:
         inside = Path(path).resolve().is_relative_to(EXTERNAL.resolve())
     except OSError:
         inside = False
     if not inside:
-        print(f"warning: {path} ({what}) is outside {EXTERNAL}/, so DVC does not see changes to it; move or "
-              f"`dvc import-url` it into {EXTERNAL}/ (README: Local data)", file=sys.stderr)
+        print(
+            f"warning: {path} ({what}) is outside {EXTERNAL}/, so DVC does not see changes to it; move or "
+            f"`dvc import-url` it into {EXTERNAL}/ (docs/experiments.md: Local data)",
+            file=sys.stderr,
+        )
 
 
 def is_local(path: str) -> bool:

@@ -13,6 +13,7 @@ code from the file.
 Precision: weights load in float32 unless a caller asks otherwise, whatever dtype the checkpoint was saved in
 (facebook/opt-350m's are float16; trained as they are, AdamW's updates underflow and the weights turn to NaN).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,8 +43,10 @@ def check_model_dir(path: str | Path, pickle_sha256: str | None = None, what: st
         return False
     pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
     if pickles:
-        raise StageError(f"{path}: only pickle weights ({', '.join(sorted(pickles))}); refusing to load them, "
-                         "convert to safetensors (or give the file's sha256 as pickle_sha256 in params)")
+        raise StageError(
+            f"{path}: only pickle weights ({', '.join(sorted(pickles))}); refusing to load them, "
+            "convert to safetensors (or give the file's sha256 as pickle_sha256 in params)"
+        )
     raise MissingFiles(f"{path}: no model weights (*.safetensors)")
 
 
@@ -64,13 +67,21 @@ def _trusted_pickle(folder: Path, pickle_sha256: str) -> dict:
     file = folder / PICKLE_WEIGHTS
     digest = sha256_file(file)
     if digest != pickle_sha256:
-        raise StageError(f"{file}: sha256 {digest} is not the trusted {pickle_sha256} given in params; "
-                         "refusing to unpickle it")
+        raise StageError(
+            f"{file}: sha256 {digest} is not the trusted {pickle_sha256} given in params; refusing to unpickle it"
+        )
     return {"file": PICKLE_WEIGHTS, "sha256": digest}
 
 
-def load_pretrained(cls, path: str, revision: str | None = None, pickle_sha256: str | None = None,
-                    what: str = "model", dtype: str = "float32", **kwargs):
+def load_pretrained(
+    cls,
+    path: str,
+    revision: str | None = None,
+    pickle_sha256: str | None = None,
+    what: str = "model",
+    dtype: str = "float32",
+    **kwargs,
+):
     """`cls.from_pretrained` the safe way: safetensors, or a pickle checkpoint only when its digest is the trusted one.
 
     Returns (model, record): record = {source, revision (the commit read; None for a local folder), weights (what
@@ -87,8 +98,10 @@ def load_pretrained(cls, path: str, revision: str | None = None, pickle_sha256: 
     if has_safetensors:
         weights, how = {"format": "safetensors"}, {"use_safetensors": True}
     else:  # transformers reads .bin files with torch.load(weights_only=True): tensors only, no code
-        weights, how = {"format": "pickle", **_trusted_pickle(folder, pickle_sha256)}, {"use_safetensors": False,
-                                                                                           "weights_only": True}
+        weights, how = (
+            {"format": "pickle", **_trusted_pickle(folder, pickle_sha256)},
+            {"use_safetensors": False, "weights_only": True},
+        )
     try:
         model = cls.from_pretrained(str(folder), trust_remote_code=False, dtype=getattr(torch, dtype), **how, **kwargs)
     except Exception as exc:  # OSError, ValueError, SafetensorError (corrupt file), UnpicklingError, ...
@@ -103,8 +116,10 @@ def load_tokenizer(path: str, revision: str | None = None, padding_side: str = "
     if not folder.is_dir():
         raise StageError(f"{folder}: tokenizer folder not found")
     if not any((folder / name).exists() for name in TOKENIZER_FILES):  # e.g. a mistyped path such as ../../etc
-        raise StageError(f"{path}: not a model folder (no tokenizer files: {', '.join(TOKENIZER_FILES)}); give a "
-                         "hub id or a folder saved with save_pretrained")
+        raise StageError(
+            f"{path}: not a model folder (no tokenizer files: {', '.join(TOKENIZER_FILES)}); give a "
+            "hub id or a folder saved with save_pretrained"
+        )
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
     except Exception as exc:  # OSError, ValueError (no tokenizer files), ...

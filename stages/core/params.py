@@ -4,6 +4,7 @@ Every stage validates the whole file before doing any work, so a typo (`dpo.bta`
 belongs (`learning_rate: "2e-5"`: PyYAML reads `2e-5` as a string) or an out-of-range value stops it with one
 line naming the key. pydantic does the checking: strict types, unknown keys forbidden.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,6 +22,8 @@ PARAMS_FILE = Path(os.environ.get("ALIGN_PARAMS", "params.yaml"))
 PosInt = Field(ge=1)
 Sha256 = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 COMMIT = r"^[0-9a-f]{40}$"
+
+
 def _count(value):
     """A number of prompts: 1 or more, or "all" (one message for every wrong value, not one per union member)."""
     if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
@@ -135,6 +138,7 @@ class BaseParams(Section):
 
 class ModelEntry(Section):
     """One row of the table of models (`models:` in params.yaml; conf/models/all.yaml)."""
+
     method: str = Field(pattern=r"^[a-z][a-z0-9_]*$")  # stages/methods/<method>.py, params section <method>
     start: str  # models/<an earlier model> | data/clean/train.jsonl (the base model)
     label: str = Field(min_length=1)  # the model's name in tables and plots
@@ -170,6 +174,7 @@ class JudgeEntry(BaseModel):
     """One judge of `score.judges`: what every kind has. The kind's own fields (path, revision, batch size, ...) are
     read by its module's Spec (stages/judges/<kind>.py) when the judges load. An entry with a `revision` whose `path`
     names no local folder is a hub download, whatever its kind (`hub_references`: pinned in the study's profiles)."""
+
     model_config = ConfigDict(extra="allow", strict=True)
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     kind: str  # a module of stages/judges/
@@ -225,6 +230,7 @@ class Params(Section):
     """The whole file. A training method's section (`sft`, `dpo`, ...) is any other top-level key naming a module of
     stages/methods/; its content is checked by that module and TRL's config class when `train` starts
     (stages/methods/__init__.py), since importing TRL costs seconds that the other stages need not spend."""
+
     model_config = ConfigDict(extra="allow", strict=True)
 
     profile: Literal["cpu", "study", "improved"]
@@ -245,7 +251,9 @@ class Params(Section):
     def _models_table(self):
         for key, value in (self.model_extra or {}).items():
             if not (METHODS / f"{key}.py").is_file():
-                raise ValueError(f"{key}: unknown key (typo?); a training method's section needs stages/methods/{key}.py")
+                raise ValueError(
+                    f"{key}: unknown key (typo?); a training method's section needs stages/methods/{key}.py"
+                )
             if not isinstance(value, dict):
                 raise ValueError(f"{key}: a training method's section must be a mapping, got {type(value).__name__}")
         seen: list[str] = []
@@ -253,8 +261,9 @@ class Params(Section):
             if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
                 raise ValueError(f"models.{name}: a model name is lower-case letters, digits and _")
             if entry.method != "base" and entry.method not in (self.model_extra or {}):
-                raise ValueError(f"models.{name}.method: no params section '{entry.method}' (and stages/methods/"
-                                 f"{entry.method}.py)")
+                raise ValueError(
+                    f"models.{name}.method: no params section '{entry.method}' (and stages/methods/{entry.method}.py)"
+                )
             if entry.method == "base":
                 if entry.start != BASE_START:
                     raise ValueError(f"models.{name}.start: the base model starts from {BASE_START}")
@@ -292,8 +301,10 @@ class Params(Section):
         if self.profile != "cpu":
             for key, repo, rev in self.hub_references():
                 if not (rev and re.fullmatch(COMMIT, rev)):
-                    raise ValueError(f"{key}: the {self.profile} profile pins every hub download to a 40-hex "
-                                     f"commit; {repo} has {rev!r} (find it with: python -m commands.pin {repo})")
+                    raise ValueError(
+                        f"{key}: the {self.profile} profile pins every hub download to a 40-hex "
+                        f"commit; {repo} has {rev!r} (find it with: python -m commands.pin {repo})"
+                    )
         return self
 
 
@@ -332,4 +343,3 @@ def load(path: str | Path | None = None) -> Params:
     if not isinstance(raw, dict):
         raise StageError(f"{path}: expected a mapping of sections")
     return validate(raw, str(path))
-

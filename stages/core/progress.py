@@ -1,4 +1,5 @@
 """Progress you can watch: a bar with an ETA on a terminal, plain periodic lines in CI logs and files."""
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,11 @@ def interactive() -> bool:
 
 def duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 else \
-        f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+        if seconds >= 3600
+        else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def track(items: Iterable[T], total: int, what: str, unit: str = "batch", show: bool = True) -> Iterator[T]:
@@ -33,5 +37,8 @@ def track(items: Iterable[T], total: int, what: str, unit: str = "batch", show: 
         yield item
         if i % every == 0 or i == total:
             spent = time.perf_counter() - start
-            print(f"{what}: {i}/{total} {unit}es ({100 * i / total:.0f}%) | {duration(spent)} | "
-                  f"ETA {duration(spent / i * (total - i))}", flush=True)
+            print(
+                f"{what}: {i}/{total} {unit}es ({100 * i / total:.0f}%) | {duration(spent)} | "
+                f"ETA {duration(spent / i * (total - i))}",
+                flush=True,
+            )

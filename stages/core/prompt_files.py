@@ -1,7 +1,8 @@
-"""Prompt files given in params (`prompts.harmful_file` / `helpful_file`): a JSON list of "Human: ..." transcripts from a
-local path or an http(s) URL, checked against a pinned sha256; a URL's file is cached by its digest under
+"""Prompt files given in params (`prompts.harmful_file` / `helpful_file`): a JSON list of "Human: ..." transcripts from
+a local path or an http(s) URL, checked against a pinned sha256; a URL's file is cached by its digest under
 $HF_HOME/url-cache for offline machines. Read by the `prompts` stage and by `pin --fetch`, `rehearse`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,13 +30,17 @@ def fetch_url(url: str, sha256: str | None) -> bytes:
         data = cached.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         if digest != sha256:  # checked on every read: the cache is a folder anyone may write to
-            raise StageError(f"{cached}: cached copy of {url} has sha256 {digest}, not the {sha256} pinned in params "
-                             "(corrupt or replaced); delete it and fetch again")
+            raise StageError(
+                f"{cached}: cached copy of {url} has sha256 {digest}, not the {sha256} pinned in params "
+                "(corrupt or replaced); delete it and fetch again"
+            )
         return data
     if constants.HF_HUB_OFFLINE:
         where = f" and no cached copy at {cached}" if cached else ""
-        raise StageError(f"{url}: HF_HUB_OFFLINE=1{where}; fetch it where there is a network "
-                         "(python -m commands.pin --fetch) or unset HF_HUB_OFFLINE")
+        raise StageError(
+            f"{url}: HF_HUB_OFFLINE=1{where}; fetch it where there is a network "
+            "(python -m commands.pin --fetch) or unset HF_HUB_OFFLINE"
+        )
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:  # plain JSON; nothing is executed
             data = resp.read()

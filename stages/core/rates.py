@@ -12,17 +12,25 @@ Intervals:
 - win rate against base (threshold-free: the share of prompts where a model's reward beats base's, ties counting
   half): Wilson score interval.
 """
+
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-METRICS_FILE = "metrics/metrics.json"  # the declared DVC metrics: HmR, HpR, CAS per model and judge (`sft_dpo.judge.cas`)
-DETAILS_FILE = "metrics/details.json"  # every other number (intervals, win rates, rewards, agreement): in git, not declared
+METRICS_FILE = (
+    "metrics/metrics.json"  # the declared DVC metrics: HmR, HpR, CAS per model and judge (`sft_dpo.judge.cas`)
+)
+DETAILS_FILE = (
+    "metrics/details.json"  # every other number (intervals, win rates, rewards, agreement): in git, not declared
+)
 # key in METRICS_FILE -> (key in DETAILS_FILE, model-card metric type, name in tables)
-RATES = {"hmr": ("harmless_rate", "harmlessness_rate", "HmR"), "hpr": ("helpful_rate", "helpfulness_rate", "HpR"),
-         "cas": ("cas", "combined_alignment_score", "CAS")}
+RATES = {
+    "hmr": ("harmless_rate", "harmlessness_rate", "HmR"),
+    "hpr": ("helpful_rate", "helpfulness_rate", "HpR"),
+    "cas": ("cas", "combined_alignment_score", "CAS"),
+}
 
 
 def cas(harmless_rate, helpful_rate):
@@ -73,17 +81,26 @@ def percentile_ci(samples: np.ndarray, confidence: float) -> tuple[float, float]
     return float(lo), float(hi)
 
 
-def bootstrap_deltas(harm_ok: np.ndarray, help_ok: np.ndarray, base_harm_ok: np.ndarray, base_help_ok: np.ndarray,
-                     n: int, confidence: float, rng: np.random.Generator) -> dict:
+def bootstrap_deltas(
+    harm_ok: np.ndarray,
+    help_ok: np.ndarray,
+    base_harm_ok: np.ndarray,
+    base_help_ok: np.ndarray,
+    n: int,
+    confidence: float,
+    rng: np.random.Generator,
+) -> dict:
     """Intervals for the change of HmR, HpR and CAS against base (0/1 per prompt, aligned by prompt with base's):
     each resample draws the same prompts for both models."""
     ih = rng.integers(0, len(harm_ok), size=(n, len(harm_ok)))
     ip = rng.integers(0, len(help_ok), size=(n, len(help_ok)))
     dhm = 100.0 * (harm_ok[ih].mean(axis=1) - base_harm_ok[ih].mean(axis=1))
     dhp = 100.0 * (help_ok[ip].mean(axis=1) - base_help_ok[ip].mean(axis=1))
-    return {"delta_harmless_rate": percentile_ci(dhm, confidence),
-            "delta_helpful_rate": percentile_ci(dhp, confidence),
-            "delta_cas": percentile_ci(cas(dhm, dhp), confidence)}
+    return {
+        "delta_harmless_rate": percentile_ci(dhm, confidence),
+        "delta_helpful_rate": percentile_ci(dhp, confidence),
+        "delta_cas": percentile_ci(cas(dhm, dhp), confidence),
+    }
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> float:

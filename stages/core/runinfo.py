@@ -2,6 +2,7 @@
 stage's own settings: `run_info`), so a fresh run on any machine gives the committed hashes; the machine's facts
 (library versions, Python, device, CPU path) go with the timings to logs/<stage>.json, which neither git nor DVC
 tracks (`log_timing`)."""
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -54,5 +55,9 @@ def log_timing(stage: str, timing: dict) -> None:
 
     from .io import write_json
 
-    gpu = {"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)} if torch.cuda.is_available() else {}
+    gpu = (
+        {"peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+        if torch.cuda.is_available()
+        else {}
+    )
     write_json(LOGS / f"{stage}.json", {"stage": stage, **timing, **gpu, **machine_info()})

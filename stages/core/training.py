@@ -6,6 +6,7 @@ curves attached by the run), then the model saved atomically with its run record
 The TRL field rules are stages/core/trl_fields.py; the callbacks (guard, progress, curves) stages/core/callbacks.py;
 complete checkpoints stages/core/checkpoints.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,9 @@ def probe_writable(folder: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-"):
             pass
     except OSError as exc:
-        raise StageError(f"{folder}: cannot write the trained model there ({exc.strerror}); checked before "
-                         "training") from None
+        raise StageError(
+            f"{folder}: cannot write the trained model there ({exc.strerror}); checked before training"
+        ) from None
 
 
 class TrainingRun:
@@ -114,8 +116,10 @@ class TrainingRun:
             write_fn(tmp)
         except Exception as exc:  # disk full (SafetensorError, OSError), file-size limit, ...: nothing half-written
             shutil.rmtree(tmp, ignore_errors=True)
-            raise StageError(f"{self.out_dir}: cannot save the model ({type(exc).__name__}: {first_line(exc)}); "
-                             "nothing was left half-written") from None
+            raise StageError(
+                f"{self.out_dir}: cannot save the model ({type(exc).__name__}: {first_line(exc)}); "
+                "nothing was left half-written"
+            ) from None
         for leftover in ("optimizer.pt", "scheduler.pt", "training_args.bin", "rng_state.pth"):
             (tmp / leftover).unlink(missing_ok=True)
         write_json(tmp / "run.json", run_info(stage=self.stage, processes=dist.world_size(), **(record or {})))
@@ -129,9 +133,12 @@ def throughput(trainer, out) -> dict:
     """Tokens and steps per second of `trainer.train()`, from what TRL logs (`num_tokens`), for run records."""
     runtime = max(out.metrics.get("train_runtime", 0.0), 1e-9)
     tokens = max((h.get("num_tokens", 0) for h in trainer.state.log_history), default=0)
-    return {"train_runtime_s": round(runtime, 1), "trained_tokens": int(tokens),
-            "tokens_per_s": round(tokens / runtime, 1), "steps_per_s": round(out.metrics.get("train_steps_per_second",
-                                                                                            0.0), 3)}
+    return {
+        "train_runtime_s": round(runtime, 1),
+        "trained_tokens": int(tokens),
+        "tokens_per_s": round(tokens / runtime, 1),
+        "steps_per_s": round(out.metrics.get("train_steps_per_second", 0.0), 3),
+    }
 
 
 def effective_batch_size(args) -> int:
@@ -142,6 +149,7 @@ def effective_batch_size(args) -> int:
 def model_writer(saver, tok):
     """write(folder) for Trained: the model (a trainer's save_model, or a model's safetensors save_pretrained, float32)
     and its tokenizer."""
+
     def write(folder: Path):
         if hasattr(saver, "save_model"):
             saver.save_model(str(folder))
@@ -156,6 +164,7 @@ def model_writer(saver, tok):
 class Trained:
     """What a method's `train` hands back: how to write the model into a folder, the stage's metrics (numbers a change
     can move: metrics/training/<name>/train.json), its run record (models/<name>/run.json) and timings (logs/)."""
+
     write: typing.Callable[[Path], None]
     metrics: dict
     record: dict | None = None
@@ -165,6 +174,7 @@ class Trained:
 @dataclasses.dataclass
 class Job:
     """One model of the table being trained: everything a method's `train(job)` reads."""
+
     name: str  # the model: models/<name>, metrics/training/<name>
     params: P.Params  # the whole params.yaml
     own: P.Section  # the method's own keys (its Params), validated
@@ -217,8 +227,7 @@ class Method:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         where = f"{cls.__module__}.{cls.__name__}"
-        for member, kind in (("name", str), ("description", str), ("tags", tuple), ("curves", tuple),
-                             ("owned", dict)):
+        for member, kind in (("name", str), ("description", str), ("tags", tuple), ("curves", tuple), ("owned", dict)):
             if not isinstance(getattr(cls, member, None), kind):
                 raise TypeError(f"{where}: the method declares no {member} ({kind.__name__})")
         if not cls.description or not all(isinstance(t, str) for t in (*cls.tags, *cls.curves)):
@@ -256,8 +265,11 @@ class Method:
         accumulation among processes (checked when the method's own stage runs)."""
         own, fields = self.parse(params)
         d = params.distributed if processes else None
-        managed = {**pipeline_fields(output_dir, params.seed, params.distributed), **speed_fields(params.speed),
-                   **self.managed(own)}
+        managed = {
+            **pipeline_fields(output_dir, params.seed, params.distributed),
+            **speed_fields(params.speed),
+            **self.managed(own),
+        }
         return trl_config(self.config_class(), fields, managed, self.key, self.owned, d, params.speed)
 
     def run(self, model: str, params: P.Params, others: list[Method]) -> None:
@@ -277,8 +289,12 @@ class Method:
             raise StageError(f"{TRAIN}: no training pairs (is 'train' in download.splits?)")
         start = params.start_model(model)
         start_record = (Path("models") / start / "run.json").read_text() if start else ""
-        run = TrainingRun(model, Path("models") / model, TRAINING_METRICS / model / "live",
-                          (params.section(self.name), params.seed, len(rows), start_record))
+        run = TrainingRun(
+            model,
+            Path("models") / model,
+            TRAINING_METRICS / model / "live",
+            (params.section(self.name), params.seed, len(rows), start_record),
+        )
         trained = self.train(Job(name=model, params=params, own=own, config=config, rows=rows, run=run))
         run.save(trained.write, trained.metrics, record=trained.record, timing=trained.timing)
         print(f"{model}: saved {run.out_dir}")

@@ -6,6 +6,7 @@ A method's params section is its TRL config (as alignment-handbook's recipes are
 method declares (its `Params`); each field is checked against TRL's class (unknown, mistyped, set by the pipeline or
 by another param, or refused for safety) before any model loads, in one line naming it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,22 +20,55 @@ from .io import StageError, first_line
 from .progress import interactive
 
 # TRL/Trainer fields set from the top of params.yaml, never in a method's section.
-SET_BY_TOP_LEVEL = {"seed": "seed", "data_seed": "seed", "bf16": "distributed.mixed_precision",
-                    "fp16": "distributed.mixed_precision"}
-OWNED = {"output_dir", "report_to", "save_strategy", "save_total_limit", "save_only_model", "disable_tqdm",
-         "use_cpu", "eval_strategy", "push_to_hub", "resume_from_checkpoint", "overwrite_output_dir",
-         "dataset_num_proc", "dataloader_pin_memory"}
-SET_BY_SPEED = {"tf32": "speed.tf32", "torch_compile": "speed.torch_compile",
-                "dataloader_num_workers": "speed.dataloader_workers"}
-NEVER = {"trust_remote_code", "model_init_kwargs"}  # no code from a model repository runs here (README: Safety)
+SET_BY_TOP_LEVEL = {
+    "seed": "seed",
+    "data_seed": "seed",
+    "bf16": "distributed.mixed_precision",
+    "fp16": "distributed.mixed_precision",
+}
+OWNED = {
+    "output_dir",
+    "report_to",
+    "save_strategy",
+    "save_total_limit",
+    "save_only_model",
+    "disable_tqdm",
+    "use_cpu",
+    "eval_strategy",
+    "push_to_hub",
+    "resume_from_checkpoint",
+    "overwrite_output_dir",
+    "dataset_num_proc",
+    "dataloader_pin_memory",
+}
+SET_BY_SPEED = {
+    "tf32": "speed.tf32",
+    "torch_compile": "speed.torch_compile",
+    "dataloader_num_workers": "speed.dataloader_workers",
+}
+NEVER = {
+    "trust_remote_code",
+    "model_init_kwargs",
+}  # no code from a model repository runs here (docs/reproducibility.md: Safety)
 # Fields that make TRL or transformers fetch from (or push to) the hub with no pinned commit or digest: a hub id as
 # chat_template_path would replace the tokenizer and resize the model. A local chat template file is allowed.
-HUB = {"chat_template_path", "hub_model_id", "hub_token", "hub_strategy", "hub_private_repo", "hub_always_push",
-       "hub_revision"}
+HUB = {
+    "chat_template_path",
+    "hub_model_id",
+    "hub_token",
+    "hub_strategy",
+    "hub_private_repo",
+    "hub_always_push",
+    "hub_revision",
+}
 # The study's Trainer defaults, written out (a default of a newer library version must not change a run); a section
 # may set them.
-DEFAULTS = {"optim": "adamw_torch", "max_grad_norm": 1.0, "gradient_checkpointing": False,
-            "logging_nan_inf_filter": False}  # the filter hides a NaN loss behind the running mean
+DEFAULTS = {
+    "optim": "adamw_torch",
+    "max_grad_norm": 1.0,
+    "gradient_checkpointing": False,
+    "logging_nan_inf_filter": False,
+}  # the filter hides a NaN loss behind the running mean
 
 
 def precision_flags(d) -> dict:
@@ -80,27 +114,35 @@ def trl_config(cls, fields: dict, managed: dict, key: str, owned: dict | None = 
         if name not in names:
             raise StageError(f"params.yaml: {key}.{name}: not a field of trl.{cls.__name__} (typo?)")
         if name in SET_BY_TOP_LEVEL or name in SET_BY_SPEED:
-            raise StageError(f"params.yaml: {key}.{name}: set it with "
-                             f"{SET_BY_TOP_LEVEL.get(name) or SET_BY_SPEED[name]}")
+            raise StageError(
+                f"params.yaml: {key}.{name}: set it with {SET_BY_TOP_LEVEL.get(name) or SET_BY_SPEED[name]}"
+            )
         if owned and name in owned:
             raise StageError(f"params.yaml: {key}.{name}: set it with {key}.{owned[name]}")
         if name in OWNED:
             raise StageError(f"params.yaml: {key}.{name}: set by the pipeline itself (checkpoints, logging, data)")
         if name in NEVER:
-            raise StageError(f"params.yaml: {key}.{name}: refused (models load without remote code: README, Safety)")
+            raise StageError(
+                f"params.yaml: {key}.{name}: refused (models load without remote code: docs/reproducibility.md, Safety)"
+            )
         if name in HUB and not (name == "chat_template_path" and Path(str(value)).is_file()):
-            raise StageError(f"params.yaml: {key}.{name}: refused (it makes TRL fetch from or push to the hub outside "
-                             "the pinned downloads; a chat template must be a local file: README, Safety)")
+            raise StageError(
+                f"params.yaml: {key}.{name}: refused (it makes TRL fetch from or push to the hub outside "
+                "the pinned downloads; a chat template must be a local file: docs/reproducibility.md, Safety)"
+            )
         hint = hints.get(name)
         if hint is not None and not type_matches(value, hint):
-            raise StageError(f"params.yaml: {key}.{name}: expected {type_name(hint)}, got "
-                             f"{type(value).__name__} {value!r}")
+            raise StageError(
+                f"params.yaml: {key}.{name}: expected {type_name(hint)}, got {type(value).__name__} {value!r}"
+            )
         values[name] = float(value) if hint is float and isinstance(value, int) else value
     values |= batch_for_speed(values, speed, key)
     batch = values.get("per_device_train_batch_size", 8)
     values["gradient_accumulation_steps"] = dist.accumulation_steps(values.get("gradient_accumulation_steps", 1), d)
     try:
-        return cls(**{**DEFAULTS, "per_device_eval_batch_size": batch, **managed, **values})  # refused fields never reach values
+        return cls(
+            **{**DEFAULTS, "per_device_eval_batch_size": batch, **managed, **values}
+        )  # refused fields never reach values
     except (TypeError, ValueError) as exc:
         raise StageError(f"params.yaml: {key}: {first_line(exc)}") from None
 
@@ -113,10 +155,14 @@ def batch_for_speed(values: dict, speed, key: str) -> dict:
     batch, accumulation = values.get("per_device_train_batch_size", 8), values.get("gradient_accumulation_steps", 1)
     effective = batch * accumulation
     if effective % speed.per_device_batch:
-        raise StageError(f"params.yaml: speed.per_device_batch: {speed.per_device_batch} does not divide {key}'s "
-                         f"effective batch ({batch} x {accumulation} = {effective})")
-    return {"per_device_train_batch_size": speed.per_device_batch,
-            "gradient_accumulation_steps": effective // speed.per_device_batch}
+        raise StageError(
+            f"params.yaml: speed.per_device_batch: {speed.per_device_batch} does not divide {key}'s "
+            f"effective batch ({batch} x {accumulation} = {effective})"
+        )
+    return {
+        "per_device_train_batch_size": speed.per_device_batch,
+        "gradient_accumulation_steps": effective // speed.per_device_batch,
+    }
 
 
 def speed_fields(speed) -> dict:
@@ -125,8 +171,11 @@ def speed_fields(speed) -> dict:
 
     if speed is None:
         return {}
-    return {"tf32": True if speed.tf32 and torch.cuda.is_available() else None,
-            "torch_compile": speed.torch_compile, "dataloader_num_workers": speed.dataloader_workers}
+    return {
+        "tf32": True if speed.tf32 and torch.cuda.is_available() else None,
+        "torch_compile": speed.torch_compile,
+        "dataloader_num_workers": speed.dataloader_workers,
+    }
 
 
 def pipeline_fields(output_dir: Path, seed: int, d=None) -> dict:

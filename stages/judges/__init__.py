@@ -6,6 +6,7 @@ package, listed nowhere else; stages/core/params.py checks only what every judge
 
 A new kind is a module here, its entry in `score.judges` (conf/), and its test.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -68,8 +69,11 @@ def kinds() -> dict[str, type[Judge]]:
     for path in sorted(Path(__file__).parent.glob("*.py")):
         if path.stem != "__init__":
             module = importlib.import_module(f"{__name__}.{path.stem}")
-            found = [c for c in vars(module).values()
-                     if isinstance(c, type) and issubclass(c, Judge) and c.__module__ == module.__name__]
+            found = [
+                c
+                for c in vars(module).values()
+                if isinstance(c, type) and issubclass(c, Judge) and c.__module__ == module.__name__
+            ]
             if len(found) != 1:
                 raise StageError(f"stages/judges/{path.name}: expected one Judge subclass, found {len(found)}")
             out[path.stem] = found[0]
@@ -112,8 +116,9 @@ def score_rows(rows: list[dict], judges: list[Spec]) -> tuple[list[dict], dict]:
     for spec in judges:
         judge = load_judge(spec)
         # Each process scores a contiguous share; gathered back in row order.
-        rewards[spec.name] = map_in_order(rows, lambda share: judge([r["prompt"] for r in share],
-                                                                          [r["response"] for r in share]))
+        rewards[spec.name] = map_in_order(
+            rows, lambda share: judge([r["prompt"] for r in share], [r["response"] for r in share])
+        )
         sources[spec.name] = {"kind": spec.kind, "path": spec.path, **judge.record}
     out = [r | {"rewards": {name: rewards[name][i] for name in rewards}} for i, r in enumerate(rows)]
     return out, sources

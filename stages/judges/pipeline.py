@@ -2,6 +2,7 @@
 models/judge, DVC artifact `judge`): a Bradley-Terry linear head on frozen sentence embeddings (all-MiniLM-L6-v2) of
 "last human turn + response"; weights in safetensors, no pickle.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,14 +37,16 @@ class Encoder:
         if not Path(path).is_dir():
             raise StageError(f"{path}: sentence-encoder folder not found")
         try:
-            self.model = SentenceTransformer(path, device="cpu", trust_remote_code=False,
-                                             model_kwargs={"use_safetensors": True})
+            self.model = SentenceTransformer(
+                path, device="cpu", trust_remote_code=False, model_kwargs={"use_safetensors": True}
+            )
         except Exception as exc:
             raise StageError(f"{path}: cannot load the sentence encoder ({type(exc).__name__}: {exc})") from None
 
     def __call__(self, texts: list[str], batch_size: int = 64):
-        return self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                                 show_progress_bar=False)
+        return self.model.encode(
+            texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
 
 
 class PipelineSpec(Spec):
@@ -67,7 +70,9 @@ class Pipeline(Judge):
 
         folder = Path(path)
         if not (folder / JUDGE_CONFIG).exists() or not (folder / JUDGE_WEIGHTS).exists():
-            raise StageError(f"{folder}: not a pipeline judge (needs {JUDGE_CONFIG} and {JUDGE_WEIGHTS}; run dvc repro reward_model)")
+            raise StageError(
+                f"{folder}: not a pipeline judge (needs {JUDGE_CONFIG} and {JUDGE_WEIGHTS}; run dvc repro reward_model)"
+            )
         self.config = json.loads((folder / JUDGE_CONFIG).read_text())
         self.w = load_file(str(folder / JUDGE_WEIGHTS))["weight"].astype(np.float64)
         self.encoder = Encoder(self.config.get("encoder_path") or default_encoder())

@@ -4,6 +4,7 @@ OpenAssistant/reward-model-deberta-v3-large-v2 or Ray2333/gpt2-large-{harmless,h
 template (`chat`: Skywork/Skywork-Reward-V2-Qwen3-0.6B). Loaded from safetensors, or from a pickle only when its
 sha256 is pinned (weights-only); never with remote code.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,6 +19,7 @@ from stages.core.io import StageError, first_line
 from stages.core.modeling import hub_files, load_pretrained, model_folder
 from stages.core.progress import track
 from stages.judges import Judge, Spec
+
 
 class SequenceClassifierSpec(Spec):
     path: str  # hub id or local folder
@@ -37,8 +39,15 @@ class SequenceClassifier(Judge):
 
     @classmethod
     def from_spec(cls, spec: SequenceClassifierSpec) -> SequenceClassifier:
-        return cls(spec.path, spec.revision, spec.input_format, spec.batch_size, spec.max_length, spec.pickle_sha256,
-                   spec.device)
+        return cls(
+            spec.path,
+            spec.revision,
+            spec.input_format,
+            spec.batch_size,
+            spec.max_length,
+            spec.pickle_sha256,
+            spec.device,
+        )
 
     @classmethod
     def hub_files(cls, spec: SequenceClassifierSpec) -> list[str]:
@@ -61,13 +70,22 @@ class SequenceClassifier(Judge):
             texts = [a + " " + b for a, b in zip(prompts, responses)]
         return self.tok(texts, truncation=True, **self.limit, padding=True, return_tensors="pt")
 
-    def __init__(self, path: str, revision: str | None, input_format: str, batch_size: int, max_length: int,
-                 pickle_sha256: str | None = None, device: str = "auto"):
+    def __init__(
+        self,
+        path: str,
+        revision: str | None,
+        input_format: str,
+        batch_size: int,
+        max_length: int,
+        pickle_sha256: str | None = None,
+        device: str = "auto",
+    ):
         import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        self.model, self.record = load_pretrained(AutoModelForSequenceClassification, path, revision, pickle_sha256,
-                                                  what="reward model")
+        self.model, self.record = load_pretrained(
+            AutoModelForSequenceClassification, path, revision, pickle_sha256, what="reward model"
+        )
         folder, _ = model_folder(path, self.record["revision"])  # the snapshot just read: no second lookup
         try:
             self.tok = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
@@ -96,7 +114,7 @@ class SequenceClassifier(Judge):
         writes is dropped, as the tokenizer adds its own."""
         text = self.tok.apply_chat_template(chat_messages(prompt, response), tokenize=False)
         bos = self.tok.bos_token
-        return text[len(bos):] if bos and text.startswith(bos) else text
+        return text[len(bos) :] if bos and text.startswith(bos) else text
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         import torch

@@ -12,6 +12,7 @@ A new method is a module here, a params section of its name, a row of the table 
 test: the stages, dvc.yaml (`python -m commands.compose` writes its artifact and plots), the report, the metrics and
 the gathering read the table.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -26,11 +27,16 @@ def load(method: str) -> Method:
     if not (P.METHODS / f"{method}.py").is_file():
         raise StageError(f"params.yaml: no training method '{method}' (stages/methods/{method}.py)")
     module = importlib.import_module(f"stages.methods.{method}")
-    found = [c for c in vars(module).values()
-             if isinstance(c, type) and issubclass(c, Method) and c.__module__ == module.__name__]
+    found = [
+        c
+        for c in vars(module).values()
+        if isinstance(c, type) and issubclass(c, Method) and c.__module__ == module.__name__
+    ]
     if len(found) != 1 or found[0].name != method:
-        raise StageError(f"stages/methods/{method}.py: expected one Method subclass named '{method}', found "
-                         f"{', '.join(f'{c.__name__} ({c.name})' for c in found) or 'none'}")
+        raise StageError(
+            f"stages/methods/{method}.py: expected one Method subclass named '{method}', found "
+            f"{', '.join(f'{c.__name__} ({c.name})' for c in found) or 'none'}"
+        )
     return found[0]()
 
 

@@ -20,6 +20,7 @@ pair by pair):
 - in each step the padded, left-flushed batch (chosen rows, then rejected rows) keeps its last `max_length` columns,
   so a sequence can lose its start because another sequence of the batch is long.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,7 +37,6 @@ from stages.core.modeling import count_trainable, fit_prompt
 from stages.core.training import Job, Method, Trained, effective_batch_size, throughput
 
 
-
 class LoraParams(P.Section):
     r: int = Field(ge=1)
     alpha: int = Field(ge=1)
@@ -46,6 +46,7 @@ class LoraParams(P.Section):
 
 class Params(P.Section):
     """dpo's own keys; every other key is a field of TRL's DPOConfig (beta, loss_type, learning_rate, ...)."""
+
     max_prompt_length: int = Field(ge=1)
     lora: LoraParams
     eval_pairs: int = Field(ge=1)
@@ -55,7 +56,8 @@ class Params(P.Section):
     prompt_split: Literal["last_assistant", "common_prefix"]
     # How the trainer turns (prompt, chosen, rejected) into token ids. TRL 1.16's own way is bos: true, tokenize:
     # joint, truncation: fit_prompt; the study's TRL 0.16.1 did bos: false, tokenize: separate, truncation: keep_end.
-    bos: bool  # the tokenizer's BOS before the prompt (as in sampling) | false: none (TRL 0.16.1's add_special_tokens=False)
+    # the tokenizer's BOS before the prompt (as in sampling) | false: none (TRL 0.16.1's add_special_tokens=False)
+    bos: bool
     # joint: prompt and prompt + reply tokenized together, the reply starting at the last shared token (whole words) |
     # separate: prompt and each reply tokenized alone (TRL 0.16.1: a word split by the prompt stays split)
     tokenize: Literal["joint", "separate"]
@@ -94,8 +96,14 @@ def preference_dataset(rows: list[dict], tok, own: Params, max_length: int):
 def lora_config(own: Params):
     from peft import LoraConfig
 
-    return LoraConfig(r=own.lora.r, lora_alpha=own.lora.alpha, lora_dropout=float(own.lora.dropout),
-                      target_modules=list(own.lora.target_modules), bias="none", task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=own.lora.r,
+        lora_alpha=own.lora.alpha,
+        lora_dropout=float(own.lora.dropout),
+        target_modules=list(own.lora.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
 
 def check_lora_targets(model, targets: list[str], where: Path) -> None:
@@ -104,28 +112,40 @@ def check_lora_targets(model, targets: list[str], where: Path) -> None:
     missing = [t for t in targets if t not in names]
     if missing:
         linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ == "Linear"})
-        raise StageError(f"params.yaml: dpo.lora.target_modules: {', '.join(missing)} not in {where}'s model "
-                         f"(its linear layers: {', '.join(linear)})")
+        raise StageError(
+            f"params.yaml: dpo.lora.target_modules: {', '.join(missing)} not in {where}'s model "
+            f"(its linear layers: {', '.join(linear)})"
+        )
 
 
 def build_trainer(own: Params, cfg, model, tok, rows: list[dict], heldout: list[dict], callbacks=None):
     """The DPOTrainer of the method (also what tests/test_study_tokens.py reads the token ids from)."""
-    return trainer_class()(model=model, ref_model=None, args=cfg,
-                           train_dataset=preference_dataset(rows, tok, own, cfg.max_length),
-                           eval_dataset=preference_dataset(heldout, tok, own, cfg.max_length), processing_class=tok,
-                           peft_config=lora_config(own), callbacks=callbacks, tokenization=own)
+    return trainer_class()(
+        model=model,
+        ref_model=None,
+        args=cfg,
+        train_dataset=preference_dataset(rows, tok, own, cfg.max_length),
+        eval_dataset=preference_dataset(heldout, tok, own, cfg.max_length),
+        processing_class=tok,
+        peft_config=lora_config(own),
+        callbacks=callbacks,
+        tokenization=own,
+    )
 
 
 class DPO(Method):
     """DPO with a LoRA adapter (TRL's DPOTrainer, PEFT's LoraConfig), the reference being the start model."""
 
     name = "dpo"
-    description = "DPO (LoRA)"  # how it was made, on its model card and DVC artifact
+    description = "DPO (LoRA)"  # on its model card and DVC artifact
     tags = ("dpo", "lora")  # hub tags on its card, labels of its artifact
     curves = (
-    "rewards/margins", "rewards/chosen", "rewards/rejected",
-    "eval/rewards/accuracies", "eval/rewards/margins",
-)  # DVCLive metrics it logs beyond loss and learning rate: its plots
+        "rewards/margins",
+        "rewards/chosen",
+        "rewards/rejected",
+        "eval/rewards/accuracies",
+        "eval/rewards/margins",
+    )  # DVCLive metrics it logs beyond loss and learning rate: its plots
     owned = {"truncation_mode": "truncation"}  # TRL fields it sets from its own keys
     Params = Params
 
@@ -136,7 +156,10 @@ class DPO(Method):
         return DPOConfig
 
     def managed(self, own: Params) -> dict:
-        return {"truncation_mode": "keep_end" if own.truncation == "keep_end" else "keep_start", "eval_strategy": "steps"}
+        return {
+            "truncation_mode": "keep_end" if own.truncation == "keep_end" else "keep_start",
+            "eval_strategy": "steps",
+        }
 
     def train(self, job: Job) -> Trained:
         own = job.own
@@ -162,16 +185,28 @@ class DPO(Method):
             tok.save_pretrained(tmp)
 
         metrics = {
-            "final_loss": round(out.training_loss, 4), "steps": out.global_step,
-            "trainable_parameters": trainable, "effective_batch_size": effective_batch_size(trainer.args),
+            "final_loss": round(out.training_loss, 4),
+            "steps": out.global_step,
+            "trainable_parameters": trainable,
+            "effective_batch_size": effective_batch_size(trainer.args),
             "heldout_pairs": len(heldout),
             "heldout_reward_accuracy": round(final.get("eval_rewards/accuracies", float("nan")), 4),
             "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),
-            "heldout_reward_margin_before": round(before.get("eval_rewards/margins", float("nan")), 4) if before else None,
+            "heldout_reward_margin_before": round(before.get("eval_rewards/margins", float("nan")), 4)
+            if before
+            else None,
         }
-        print(f"{job.name}: held-out accuracy {metrics['heldout_reward_accuracy']}, margin {metrics['heldout_reward_margin']}")
-        return Trained(write, metrics, timing=throughput(trainer, out),
-                       record={"start": str(start), "beta": cfg.beta, "precision": job.params.distributed.mixed_precision})
+        print(
+            f"{job.name}: held-out accuracy {metrics['heldout_reward_accuracy']}, "
+            f"margin {metrics['heldout_reward_margin']}"
+        )
+        return Trained(
+            write,
+            metrics,
+            timing=throughput(trainer, out),
+            record={"start": str(start), "beta": cfg.beta, "precision": job.params.distributed.mixed_precision},
+        )
+
 
 # TRL 0.16.1's tokenization, for the study's settings
 
@@ -181,8 +216,9 @@ def study_way(d) -> bool:
     return not (d.bos and d.tokenize == "joint" and d.truncation == "fit_prompt")
 
 
-def tokenize_pair(tok, prompt: str, chosen: str, rejected: str, bos: bool, tokenize: str,
-                  max_prompt_length: int | None) -> dict:
+def tokenize_pair(
+    tok, prompt: str, chosen: str, rejected: str, bos: bool, tokenize: str, max_prompt_length: int | None
+) -> dict:
     """{prompt_ids, chosen_ids, rejected_ids} of one pair. `tokenize`: "separate" (TRL 0.16.1's tokenize_row) or
     "joint" (TRL 1.16: prompt and prompt + reply + EOS tokenized together, the reply starting at their last shared
     token). `bos`: the tokenizer's BOS first. `max_prompt_length`: keep the prompt's last tokens (None: all)."""
@@ -215,19 +251,21 @@ def keep_end_collator(pad_token_id: int, max_length: int | None):
     @dataclasses.dataclass
     class KeepEndOfBatch(DataCollatorForPreference):
         def torch_call(self, examples):
-            whole = DataCollatorForPreference(pad_token_id=self.pad_token_id, max_length=None,
-                                              pad_to_multiple_of=self.pad_to_multiple_of)
+            whole = DataCollatorForPreference(
+                pad_token_id=self.pad_token_id, max_length=None, pad_to_multiple_of=self.pad_to_multiple_of
+            )
             out = whole.torch_call(examples)  # right-padded: each row's tokens start at column 0, as after flush_left
             if self.max_length is not None and out["input_ids"].shape[1] > self.max_length:
                 for key in ("input_ids", "attention_mask", "completion_mask"):
-                    out[key] = out[key][:, -self.max_length:]
+                    out[key] = out[key][:, -self.max_length :]
             return out
 
     return KeepEndOfBatch(pad_token_id=pad_token_id, max_length=max_length, truncation_mode="keep_end")
 
 
 def trainer_class():
-    """TRL's DPOTrainer, tokenizing as `dpo.bos` / `dpo.tokenize` / `dpo.truncation` say (pass `tokenization=` dpo's own keys);
+    """TRL's DPOTrainer, tokenizing as `dpo.bos` / `dpo.tokenize` / `dpo.truncation` say (pass `tokenization=`
+    dpo's own keys);
     with TRL's own settings it is TRL's code unchanged."""
     from trl import DPOTrainer
 
@@ -244,8 +282,11 @@ def trainer_class():
             if d is None or not study_way(d):
                 return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             limit = d.max_prompt_length if d.truncation == "keep_end" else None
-            return dataset.map(lambda row: tokenize_pair(processing_class, row["prompt"], row["chosen"],
-                                                         row["rejected"], d.bos, d.tokenize, limit),
-                               desc=f"Tokenizing {dataset_name} dataset")
+            return dataset.map(
+                lambda row: tokenize_pair(
+                    processing_class, row["prompt"], row["chosen"], row["rejected"], d.bos, d.tokenize, limit
+                ),
+                desc=f"Tokenizing {dataset_name} dataset",
+            )
 
     return PreferenceTrainer

@@ -10,6 +10,7 @@ transcript, prompt included, where the paper takes the reply's (tests/test_orpo.
 TRL marks ORPO experimental (`trl.experimental.orpo`, TRL 1.16): requirements.txt pins TRL, and tests/test_orpo.py
 trains it and checks what it optimises, so a TRL upgrade that moves or changes it fails there first.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,9 +23,9 @@ from stages.core.modeling import count_trainable, fit_prompt
 from stages.core.training import Job, Method, Trained, effective_batch_size, model_writer, throughput
 
 
-
 class Params(P.Section):
     """orpo's own keys; every other key is a field of TRL's ORPOConfig (beta, learning_rate, max_length, ...)."""
+
     eval_pairs: int = Field(ge=1)  # held-out pairs for reward accuracy / margin
     max_train_pairs: Optional[int] = Field(default=None, ge=1)
 
@@ -33,20 +34,28 @@ def preference_dataset(rows: list[dict], tok, max_length: int):
     from datasets import Dataset
 
     prompts = [fit_prompt(tok, r["prompt"], [" " + r["chosen"], " " + r["rejected"]], max_length) for r in rows]
-    return Dataset.from_dict({"prompt": prompts, "chosen": [" " + r["chosen"] for r in rows],
-                              "rejected": [" " + r["rejected"] for r in rows]})
+    return Dataset.from_dict(
+        {
+            "prompt": prompts,
+            "chosen": [" " + r["chosen"] for r in rows],
+            "rejected": [" " + r["rejected"] for r in rows],
+        }
+    )
 
 
 class ORPO(Method):
     """ORPO (TRL's ORPOTrainer): SFT and preference alignment in one full fine-tune."""
 
     name = "orpo"
-    description = "ORPO (SFT and preference alignment in one full fine-tune)"  # how it was made, on its model card and DVC artifact
+    description = "ORPO (SFT and preference alignment in one full fine-tune)"  # on its model card and DVC artifact
     tags = ("orpo",)  # hub tags on its card, labels of its artifact
     curves = (
-    "rewards/margins", "rewards/chosen", "rewards/rejected",
-    "eval/rewards/accuracies", "eval/rewards/margins",
-)  # DVCLive metrics it logs beyond loss and learning rate: its plots
+        "rewards/margins",
+        "rewards/chosen",
+        "rewards/rejected",
+        "eval/rewards/accuracies",
+        "eval/rewards/margins",
+    )  # DVCLive metrics it logs beyond loss and learning rate: its plots
     owned = {}  # TRL fields it sets from its own keys
     Params = Params
 
@@ -67,20 +76,30 @@ class ORPO(Method):
 
         tok, model = job.load_start()
         resume = job.run.resume_from()
-        trainer = ORPOTrainer(model=model, args=cfg, train_dataset=preference_dataset(job.rows, tok, cfg.max_length),
-                              eval_dataset=preference_dataset(heldout, tok, cfg.max_length), processing_class=tok,
-                              callbacks=job.run.callbacks(resume=bool(resume)))
+        trainer = ORPOTrainer(
+            model=model,
+            args=cfg,
+            train_dataset=preference_dataset(job.rows, tok, cfg.max_length),
+            eval_dataset=preference_dataset(heldout, tok, cfg.max_length),
+            processing_class=tok,
+            callbacks=job.run.callbacks(resume=bool(resume)),
+        )
         job.run.attach(trainer)
         out = trainer.train(resume_from_checkpoint=resume)
         final = trainer.evaluate()
 
         metrics = {
-            "final_loss": round(out.training_loss, 4), "steps": out.global_step,
-            "effective_batch_size": effective_batch_size(trainer.args), "trainable_parameters": count_trainable(model),
+            "final_loss": round(out.training_loss, 4),
+            "steps": out.global_step,
+            "effective_batch_size": effective_batch_size(trainer.args),
+            "trainable_parameters": count_trainable(model),
             "heldout_pairs": len(heldout),
             "heldout_reward_accuracy": round(final.get("eval_rewards/accuracies", float("nan")), 4),
             "heldout_reward_margin": round(final.get("eval_rewards/margins", float("nan")), 4),
         }
-        return Trained(model_writer(trainer, tok), metrics, timing=throughput(trainer, out),
-                       record={"start": str(job.start), "beta": cfg.beta,
-                               "precision": job.params.distributed.mixed_precision})
+        return Trained(
+            model_writer(trainer, tok),
+            metrics,
+            timing=throughput(trainer, out),
+            record={"start": str(job.start), "beta": cfg.beta, "precision": job.params.distributed.mixed_precision},
+        )

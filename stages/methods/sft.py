@@ -4,6 +4,7 @@ Full fine-tuning, as the study did. `sft.loss_on: response` (the paper's descrip
 {prompt, completion} with the loss on the completion only; `transcript` (what the study's code did) trains on the
 whole chosen transcript. Prompts are truncated from the left first; the response is never truncated away.
 """
+
 from __future__ import annotations
 
 from typing import Literal, Optional
@@ -16,9 +17,9 @@ from stages.core.modeling import count_trainable, fit_prompt
 from stages.core.training import Job, Method, Trained, effective_batch_size, model_writer, throughput
 
 
-
 class Params(P.Section):
     """sft's own keys; every other key is a field of TRL's SFTConfig."""
+
     loss_on: Literal["response", "transcript"]
     max_train_pairs: Optional[int] = Field(default=None, ge=1)
 
@@ -36,15 +37,20 @@ def build_trainer(own: Params, cfg, model, tok, rows: list[dict], callbacks=None
     """The SFTTrainer of the method (also what tests/test_study_tokens.py reads the token ids from)."""
     from trl import SFTTrainer
 
-    return SFTTrainer(model=model, args=cfg, train_dataset=sft_dataset(rows, tok, own, cfg.max_length),
-                      processing_class=tok, callbacks=callbacks)
+    return SFTTrainer(
+        model=model,
+        args=cfg,
+        train_dataset=sft_dataset(rows, tok, own, cfg.max_length),
+        processing_class=tok,
+        callbacks=callbacks,
+    )
 
 
 class SFT(Method):
     """Supervised fine-tuning (TRL's SFTTrainer), full weights."""
 
     name = "sft"
-    description = "supervised fine-tuning on HH-RLHF's chosen replies"  # how it was made, on its model card and DVC artifact
+    description = "supervised fine-tuning on HH-RLHF's chosen replies"  # on its model card and DVC artifact
     tags = ("sft",)  # hub tags on its card, labels of its artifact
     curves = ()  # DVCLive metrics it logs beyond loss and learning rate: its plots
     owned = {"completion_only_loss": "loss_on"}  # TRL fields it sets from its own keys
@@ -68,9 +74,18 @@ class SFT(Method):
         out = trainer.train(resume_from_checkpoint=resume)
 
         print(f"{job.name}: loss {out.training_loss:.3f}")
-        return Trained(model_writer(trainer, tok), {"final_loss": round(out.training_loss, 4), "steps": out.global_step,
-                               "effective_batch_size": effective_batch_size(trainer.args),
-                               "trainable_parameters": count_trainable(model)},
-                       record={"start": str(job.start), "loss_on": job.own.loss_on,
-                               "precision": job.params.distributed.mixed_precision},
-                       timing=throughput(trainer, out))
+        return Trained(
+            model_writer(trainer, tok),
+            {
+                "final_loss": round(out.training_loss, 4),
+                "steps": out.global_step,
+                "effective_batch_size": effective_batch_size(trainer.args),
+                "trainable_parameters": count_trainable(model),
+            },
+            record={
+                "start": str(job.start),
+                "loss_on": job.own.loss_on,
+                "precision": job.params.distributed.mixed_precision,
+            },
+            timing=throughput(trainer, out),
+        )
