@@ -63,9 +63,9 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def composed(overrides: list[str]) -> dict:
-    """The params.yaml `dvc exp run -S <override> ...` composes (Hydra, from conf/), flattened; a bad override is one
-    line naming the overrides."""
+def composed_nested(overrides: list[str]) -> dict:
+    """The params.yaml `dvc exp run -S <override> ...` composes (Hydra, from conf/); a bad override is one line naming
+    the overrides."""
     from stages.core.io import StageError
 
     def key(override: str) -> str:
@@ -74,9 +74,14 @@ def composed(overrides: list[str]) -> dict:
     profile = [o for o in overrides if key(o) == "profile"]
     rest = tuple(o for o in overrides if key(o) != "profile")
     try:
-        return flat(compose(profile[-1].partition("=")[2] if profile else "cpu", rest))
+        return compose(profile[-1].partition("=")[2] if profile else "cpu", rest)
     except Exception as exc:
         raise StageError(f"-S {' -S '.join(overrides)}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def composed(overrides: list[str]) -> dict:
+    """composed_nested, flattened as `dvc exp show` shows params (`dpo.beta`)."""
+    return flat(composed_nested(overrides))
 
 
 def models_block(option: str = "study") -> str:

@@ -103,17 +103,22 @@ def pin_pickle_digest(text: str, repo: str, revision: str, digest: str) -> str:
     return "\n".join(lines)
 
 
-def trust_pickle(repo: str, revision: str, folder: Path, api=None) -> str:
-    """The sha256 of `repo`'s pickle checkpoint at `revision` (in `folder`), checked against the digest the hub
-    publishes for that file when the hub is reachable."""
+def trust_pickle(repo: str, revision: str, folder: Path, api=None, trust_cached: bool = False) -> str:
+    """The sha256 of `repo`'s pickle checkpoint at `revision` (in `folder`), to be pinned: checked against the digest
+    the hub publishes for that file when the hub is reachable. Offline nothing can check it, so a cached pickle is
+    pinned only when the user says so (`trust_cached`, the --trust-cached-pickle flag): the pin is the trust decision,
+    and a shared cache may hold a file nobody checked. The digest is printed either way."""
     from huggingface_hub import constants
 
     digest = sha256_file(folder / PICKLE_WEIGHTS)
     if constants.HF_HUB_OFFLINE:
-        print(
-            f"{repo}: HF_HUB_OFFLINE=1, so the cached {PICKLE_WEIGHTS} is trusted as it was downloaded "
-            f"(sha256 {digest}; the hub's file page at {revision} shows the same digest)"
-        )
+        if not trust_cached:
+            raise StageError(
+                f"{folder / PICKLE_WEIGHTS}: HF_HUB_OFFLINE=1, so the hub's published digest cannot be checked; "
+                f"its sha256 is {digest}: compare it with the file page of {repo} at {revision}, then run again "
+                "with --trust-cached-pickle to pin it"
+            )
+        print(f"{repo}: pinning the cached {PICKLE_WEIGHTS} as told (--trust-cached-pickle, offline): sha256 {digest}")
         return digest
     published = lookup(repo, revision, api=api).get("pickle_sha256")
     if published != digest:
@@ -121,6 +126,7 @@ def trust_pickle(repo: str, revision: str, folder: Path, api=None) -> str:
             f"{folder / PICKLE_WEIGHTS}: sha256 {digest} is not the {published} the hub publishes for "
             f"{repo} at {revision}; not trusting it (delete the file and fetch again)"
         )
+    print(f"{repo}: {PICKLE_WEIGHTS} matches the hub's published sha256 {digest}: pinning it")
     return digest
 
 
@@ -139,7 +145,7 @@ def write_pins(pins: dict[tuple[str, str], str], profiles: Path = PROFILES) -> l
     return changed
 
 
-def fetch(params: P.Params) -> None:
+def fetch(params: P.Params, trust_cached: bool = False) -> None:
     """Fill the Hugging Face cache (and the URL cache) with what these params read; pin the digest of any pickle-only
     model that params do not yet trust (written into conf/profile/; see the module's docstring)."""
     from stages.core import hub
@@ -151,7 +157,7 @@ def fetch(params: P.Params) -> None:
         if kind == "model" and PICKLE_WEIGHTS not in patterns and not any(folder.glob("*.safetensors")):
             folder = hub.snapshot(repo, rev, patterns + [PICKLE_WEIGHTS], kind)
             if (folder / PICKLE_WEIGHTS).is_file():
-                pins[(repo, folder.name)] = trust_pickle(repo, folder.name, folder)
+                pins[(repo, folder.name)] = trust_pickle(repo, folder.name, folder, trust_cached=trust_cached)
         print(f"{repo} at {rev}: {folder}")
     for path in write_pins(pins):
         print(
@@ -176,6 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--profile", help="a profile of conf/ (study, improved) instead of params.yaml")
     ap.add_argument("--fetch-commands", action="store_true", help="print the hf download commands")
     ap.add_argument("--fetch", action="store_true", help="download what the stages read into the caches")
+    ap.add_argument(
+        "--trust-cached-pickle",
+        action="store_true",
+        help="offline (HF_HUB_OFFLINE=1): pin the digest of a pickle already in the cache (the hub cannot confirm it)",
+    )
     args = ap.parse_args(argv)
     if args.fetch or args.fetch_commands:
         from commands.compose import compose
@@ -183,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
 
         params = P.validate(compose(args.profile)) if args.profile else P.load()
         if args.fetch:
-            fetch(params)
+            fetch(params, trust_cached=args.trust_cached_pickle)
         else:
             for repo, rev, patterns, kind in downloads(params):
                 print(hub.fetch_command(repo, rev, patterns, kind))

@@ -7,7 +7,7 @@ download of the `study` and `improved` profiles, at the commits those profiles p
 then pin the judge's pickle as a user would, and run the study's profile against it, offline (the command prints
 the overrides it needs):
 
-    HF_HOME=/tmp/rehearsal/hf HF_HUB_OFFLINE=1 python -m commands.pin --fetch --profile study
+    HF_HOME=/tmp/rehearsal/hf HF_HUB_OFFLINE=1 python -m commands.pin --fetch --profile study --trust-cached-pickle
     HF_HOME=/tmp/rehearsal/hf HF_HUB_OFFLINE=1 dvc exp run -S profile=study -S base.pickle_sha256=<digest> ...
 
 The look-alikes are made here, small, and faithful in every trait the pipeline depends on:
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     env = " ".join(f"{k}={v}" for k, v in manifest["env"].items())
     sets = " ".join(f"-S {k}={v}" for k, v in manifest["overrides"].items())
     print(f"rehearse: wrote {args.folder / 'hf'} (look-alikes at the pinned commits; {args.shape} shapes)")
-    print(f"pin the judge's pickle: {env} python -m commands.pin --fetch --profile study")
+    print(f"pin the judge's pickle: {env} python -m commands.pin --fetch --profile study --trust-cached-pickle")
     print(f"run: {env} dvc exp run -S profile=study {sets} <scale overrides, tests/test_rehearsal.py>")
 
 

@@ -27,6 +27,7 @@ line it needs is printed at the end).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -38,12 +39,14 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
-from commands.compose import composed
+from commands.compose import composed, composed_nested
 from stages.core.io import StageError
 
 LOGS = Path("logs/sweep")
+LOCK = Path(".dvc/tmp/sweep.lock")  # held by the running sweep (DVC's own tmp folder, never tracked)
 TAIL = 15  # log lines shown for a failed trial
 # DVC's lines that say what a trial computed and what it found in the run cache
 RAN = re.compile(r"^Running stage '([^']+)'", re.M)
@@ -108,6 +111,63 @@ def trial_name(trial: list[str], axes: list[str]) -> str:
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", readable)[:60].strip("._-") or "trial"
     digest = hashlib.sha1("\n".join(sorted(trial)).encode()).hexdigest()[:6]
     return f"{readable}-{digest}"
+
+
+def validate_grid(trials: list[list[str]], names: list[str], axes: list[str]) -> None:
+    """Every trial's composed params through the pipeline's own checks (stages/check.py: types, ranges, TRL configs,
+    judges), before anything starts: a bad grid is refused in seconds, each bad trial named with its message."""
+    from stages import check
+    from stages.core import params as P
+
+    bad = []
+    for name, trial in zip(names, trials):
+        try:
+            with warnings.catch_warnings():  # (transformers' deprecation notes about fields we set: not the user's)
+                warnings.simplefilter("ignore", FutureWarning)
+                check.check(P.validate(composed_nested(trial)))
+        except StageError as exc:
+            grid = [o for o in trial if split(o)[0] in axes] or trial
+            bad.append(f"  {name} (-S {' -S '.join(grid)}): {exc}")
+    if bad:
+        raise SweepError(f"{len(bad)} of {len(trials)} trials have bad params; nothing was started:\n" + "\n".join(bad))
+
+
+@contextlib.contextmanager
+def workspace_lock():
+    """One sweep at a time on a workspace (a second one refuses, naming the first), and none while a DVC command holds
+    the workspace (`dvc exp run`, `dvc repro`): the trials push their experiments and outputs into it."""
+    import fcntl
+
+    from dvc.lock import LockError
+    from dvc.repo import Repo
+
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SweepError(
+                f"{LOCK}: another sweep is running on this workspace ({holder}); wait for it, or sweep from another "
+                "clone"
+            ) from None
+        try:
+            with Repo(".").lock:  # DVC's own workspace lock, held by a running dvc exp run / repro
+                pass
+        except LockError:
+            raise SweepError(
+                "a DVC command (dvc exp run, dvc repro, ...) holds this workspace; run the sweep when it has finished"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
 
 
 def finished(expected: list[dict]) -> list[str | None]:
@@ -440,10 +500,22 @@ def sweep(args) -> int:
     trials = expand(args.overrides)
     axes = varied_keys(trials)
     names = [trial_name(t, axes) for t in trials]
+    validate_grid(trials, names, axes)
+    if args.list:
+        return run_grid(args, commit, trials, names, axes)
+    with workspace_lock():
+        return run_grid(args, commit, trials, names, axes)
+
+
+def finished_revisions(trials: list[list[str]]) -> list[str | None]:
     try:
-        done = finished([composed(t) for t in trials])
+        return finished([composed(t) for t in trials])
     except StageError as exc:
         raise SweepError(str(exc)) from None
+
+
+def run_grid(args, commit: str, trials: list[list[str]], names: list[str], axes: list[str]) -> int:
+    done = finished_revisions(trials)
     todo = [i for i, rev in enumerate(done) if rev is None]
     plural = "s" * (len(trials) > 1)
     print(
@@ -457,15 +529,20 @@ def sweep(args) -> int:
             print(f"  {'done   ' if rev else 'to run '} {name}: -S {' -S '.join(grid)}")
         print(f"  fixed in every trial: -S {' -S '.join(fixed)}" if fixed else "")
         return 0
-    failed = []
-    if todo:
-        after = waits(leaders(trials), todo)
-        failed = launch(args, commit, [trials[i] for i in todo], [names[i] for i in todo], axes, after)
+    failed = launch_todo(args, commit, trials, names, axes, todo)
     print(f"sweep: {len(trials) - len(failed)} of {len(trials)} trials finished; `dvc exp show` lists them")
     if axes:
         by = next((a for a in axes if a != "seed"), None)
         print("  python -m commands.gather" + (f" --by {by}" if by else "") + "".join(f" -S {o}" for o in fixed))
     return 1 if failed else 0
+
+
+def launch_todo(args, commit, trials, names, axes, todo) -> list[dict]:
+    failed = []
+    if todo:
+        after = waits(leaders(trials), todo)
+        failed = launch(args, commit, [trials[i] for i in todo], [names[i] for i in todo], axes, after)
+    return failed
 
 
 def launch(

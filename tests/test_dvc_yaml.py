@@ -89,8 +89,14 @@ def expected_code_deps(cmd: str, params: dict | None = None) -> set[str]:
         model = words[-1]
         modules.add(f"stages.methods.{params['models'][model]['method']}")
     found = closure(modules)
+    # a stage that checks every method of the table (stages.methods.used) runs each method module it may name
+    if any("methods.used(" in (ROOT / f).read_text() for f in found if not f.startswith("stages/methods/")):
+        found |= closure({f"stages.methods.{p.stem}" for p in (ROOT / "stages/methods").glob("*.py")})
     # a stage that loads judges by kind (stages.judges' kinds, specs, load_judge, score_rows) runs every kind module
-    loads = re.compile(r"from stages\.judges import [^\n]*\b(kinds|specs|load_judge|score_rows)\b")
+    loads = re.compile(
+        r"from stages\.judges import [^\n]*\b(kinds|specs|load_judge|score_rows)\b|"
+        r"\bjudges\.(kinds|specs|load_judge|score_rows)\("
+    )
     if any(loads.search((ROOT / f).read_text()) for f in found if not f.startswith("stages/judges/")):
         kinds = {f"stages.judges.{p.stem}" for p in (ROOT / "stages/judges").glob("*.py") if p.stem != "__init__"}
         found |= closure(kinds)

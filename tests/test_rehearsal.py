@@ -96,7 +96,9 @@ def test_the_study_judge_is_refused_until_pinned(cache, tmp_path):
     env = run_env() | cache["env"]
     before = sh(["python", "-c", LOAD_JUDGE], repo, env=env).stdout
     assert before.startswith("refused: ") and "only pickle weights (pytorch_model.bin); refusing" in before, before
-    out = sh(["python", "-m", "commands.pin", "--fetch", "--profile", "study"], repo, env=env).stdout
+    out = sh(
+        ["python", "-m", "commands.pin", "--fetch", "--profile", "study", "--trust-cached-pickle"], repo, env=env
+    ).stdout
     digest = sha256_file(cache_snapshot(cache, "OpenAssistant/reward-model-deberta-v3-large-v2") / "pytorch_model.bin")
     assert "conf/profile/improved.yaml: pickle_sha256 written" in out and "conf/profile/study.yaml" in out
     for name in ("study", "improved"):
@@ -120,7 +122,9 @@ def rehearse(profile: str, cache: dict, tmp_path):
     sets = [arg for k, v in overrides.items() for arg in ("-S", f"{k}={v}")]
     env = run_env() | cache["env"]
     # the one step a user runs before the study's judge can load (docs/study-on-gpu.md: The study's judge)
-    pinned = sh(["python", "-m", "commands.pin", "--fetch", "--profile", profile], repo, env=env).stdout
+    pinned = sh(
+        ["python", "-m", "commands.pin", "--fetch", "--profile", profile, "--trust-cached-pickle"], repo, env=env
+    ).stdout
     assert f"conf/profile/{profile}.yaml: pickle_sha256 written" in pinned
     out = sh(["dvc", "exp", "run", "-S", f"profile={profile}", *sets], repo, env=env).stdout
     return repo, out, overrides

@@ -186,8 +186,18 @@ def test_pin_fetches_what_the_stages_read_and_prints_the_hub_commands(cache, tmp
     assert "'pytorch_model.bin'" in commands[1] and "'pytorch_model.bin'" not in commands[2]  # only where trusted
     doc = (ROOT / "docs/study-on-gpu.md").read_text()
     assert all(c in doc for c in commands), "docs/study-on-gpu.md: the exact cache-filling commands"
-    fetched = subprocess.run(
+    refused = subprocess.run(  # offline, a cached pickle is pinned only when the user says so
         [sys.executable, "-m", "commands.pin", "--fetch", "--profile", "improved"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1 and "run again with --trust-cached-pickle" in refused.stderr, refused.stderr
+    assert sha256_file(judge_pickle(cache)) in refused.stderr  # the digest, to compare with the hub's page
+    assert "pickle_sha256: null" in (repo / "conf/profile/improved.yaml").read_text().split("name: skywork")[0]
+    fetched = subprocess.run(
+        [sys.executable, "-m", "commands.pin", "--fetch", "--profile", "improved", "--trust-cached-pickle"],
         cwd=repo,
         env=env,
         capture_output=True,

@@ -98,7 +98,7 @@ def test_any_trl_field_is_read_by_trl_and_bad_ones_are_refused(study, tmp_path):
         ("dpo", {"truncation_mode": "keep_start"}, "dpo.truncation_mode: set it with dpo.truncation"),
         ("sft", {"bf16": True}, "sft.bf16: set it with distributed.mixed_precision"),
         ("sft", {"output_dir": "x"}, "sft.output_dir: set by the pipeline itself"),
-        ("sft", {"optim": "no_such_optimizer"}, "params.yaml: sft: "),
+        ("sft", {"optim": "no_such_optimizer"}, "sft.optim: 'no_such_optimizer' is out of range (allowed: one of"),
         ("sft", {"loss_on": "everything"}, "sft.loss_on: Input should be 'response' or 'transcript'"),
         ("dpo", {"lora": {"r": 0, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj"]}}, "dpo.lora.r:"),
     ]:
@@ -109,7 +109,7 @@ def test_any_trl_field_is_read_by_trl_and_bad_ones_are_refused(study, tmp_path):
 
 
 def test_a_typo_in_any_used_method_stops_the_first_training_stage(study):
-    """check_configs (run by every train stage before training) reads every method the table uses."""
+    """check_configs (run by the check stage, before any other) reads every method the table uses."""
     check_configs(methods.used(P.validate(study)), P.validate(study))
     with pytest.raises(StageError, match="dpo.bta: not a field of trl.DPOConfig"):
         typo = P.validate({**study, "dpo": {**study["dpo"], "bta": 0.2}})

@@ -7,6 +7,7 @@ line naming the key. pydantic does the checking: strict types, unknown keys forb
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -162,7 +163,15 @@ class SampleParams(Section):
     strip_response: bool
 
 
-Threshold = Union[float, Literal["calibrated"]]  # calibrated: set by the `calibrate` stage from held-out pairs
+def _threshold(value):
+    """A judge's threshold: a finite number, or "calibrated" (one message, not one per union member)."""
+    if value == "calibrated" or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    raise ValueError(f"a finite number or 'calibrated', got {value!r}")
+
+
+# calibrated: set by the `calibrate` stage from held-out pairs
+Threshold = Annotated[Union[float, Literal["calibrated"]], BeforeValidator(_threshold)]
 
 
 class Thresholds(Section):

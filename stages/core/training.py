@@ -214,7 +214,8 @@ class Method:
     - `Params`: its own keys (pydantic: types, ranges, unknown keys refused); every other key of its section is a field
       of its TRL config class, checked against that class (stages/core/trl_fields.py);
     - `owned`: TRL fields it sets from its own keys (a section may not set them directly);
-    - `config_class()`: the TRL config class (SFTConfig, DPOConfig, ...); `managed(own)`: the fields it sets.
+    - `config_class()`: the TRL config class (SFTConfig, DPOConfig, ...); `managed(own)`: the fields it sets;
+    - `check(own, config)`, optionally: rules between its own keys and its TRL fields.
     """
 
     name: ClassVar[str]
@@ -270,15 +271,18 @@ class Method:
             **speed_fields(params.speed),
             **self.managed(own),
         }
-        return trl_config(self.config_class(), fields, managed, self.key, self.owned, d, params.speed)
+        config = trl_config(self.config_class(), fields, managed, self.key, self.owned, d, params.speed)
+        self.check(own, config)
+        return config
 
-    def run(self, model: str, params: P.Params, others: list[Method]) -> None:
-        """Train `model` of the table. `others`: the other methods of the table, whose configs are checked first, so
-        a typo in dpo's section stops the first training stage, not the one after hours of SFT."""
+    def check(self, own, config) -> None:
+        """Rules between the method's own keys and its TRL fields (a StageError naming the key); none by default."""
+
+    def run(self, model: str, params: P.Params) -> None:
+        """Train `model` of the table (every method of the table was checked first by the `check` stage)."""
         from .determinism import seed_and_pin
         from .io import read_jsonl
 
-        check_configs(others, params)
         own, _ = self.parse(params)
         config = self.config(params, CHECKPOINTS / model)  # the run's checkpoints (TrainingRun: the same folder)
         seed_and_pin(params.seed)

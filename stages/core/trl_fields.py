@@ -16,6 +16,7 @@ import typing
 from pathlib import Path
 
 from . import distributed as dist
+from .domains import check_fields
 from .io import StageError, first_line
 from .progress import interactive
 
@@ -136,6 +137,7 @@ def trl_config(cls, fields: dict, managed: dict, key: str, owned: dict | None = 
                 f"params.yaml: {key}.{name}: expected {type_name(hint)}, got {type(value).__name__} {value!r}"
             )
         values[name] = float(value) if hint is float and isinstance(value, int) else value
+    check_fields(cls, {n: fields[n] for n in values}, key)  # what each value may mean, as written
     values |= batch_for_speed(values, speed, key)
     batch = values.get("per_device_train_batch_size", 8)
     values["gradient_accumulation_steps"] = dist.accumulation_steps(values.get("gradient_accumulation_steps", 1), d)

@@ -161,6 +161,13 @@ class DPO(Method):
             "eval_strategy": "steps",
         }
 
+    def check(self, own: Params, config) -> None:
+        if config.max_length is not None and own.max_prompt_length >= config.max_length:
+            raise StageError(
+                f"params.yaml: {self.key}.max_prompt_length: {own.max_prompt_length} leaves no room for a reply in "
+                f"{self.key}.max_length ({config.max_length})"
+            )
+
     def train(self, job: Job) -> Trained:
         own = job.own
         heldout = job.heldout(own.eval_pairs)
