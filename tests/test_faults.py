@@ -62,10 +62,10 @@ def test_stage_errors_are_one_line(tmp_path, monkeypatch):
         "error: params.yaml: dpoo: unknown key (typo?); a training method's section needs stages/methods/dpoo.py"
     )
     p = tiny_params()
-    p["dpo"]["bta"] = 0.2  # inside a method's section: the first training stage reads it with TRL's DPOConfig
+    p["dpo"]["bta"] = 0.2  # inside a method's section: the first stage, check, reads it with TRL's DPOConfig
     write_params(tmp_path / "params.yaml", p)
     res = subprocess.run(
-        [sys.executable, "-m", "stages.train", "base"], cwd=tmp_path, env=run_env(), capture_output=True, text=True
+        [sys.executable, "-m", "stages.check"], cwd=tmp_path, env=run_env(), capture_output=True, text=True
     )
     assert res.stderr.strip().splitlines()[-1] == "error: params.yaml: dpo.bta: not a field of trl.DPOConfig (typo?)"
 
