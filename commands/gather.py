@@ -86,7 +86,8 @@ def experiments() -> tuple[dict, list[dict]]:
         raise StageError("dvc exp show: no baseline commit (commit the pipeline's run first)")
 
     def entry(r: dict) -> dict:
-        return {"rev": r["rev"], "params": flat(r["data"]["params"]["params.yaml"]["data"])}
+        name = r.get("name") or (r.get("data") or {}).get("name") or r["rev"][:7]
+        return {"rev": r["rev"], "name": name, "params": flat(r["data"]["params"]["params.yaml"]["data"])}
 
     done = [
         entry(r)

@@ -1,9 +1,11 @@
-"""Stage `report`: a short Markdown report of the current metrics (table + bars), for readers without DVC.
+"""Stage `report`: a short Markdown report of the current metrics (table + bars), for readers without DVC, and the
+same run as one self-contained page (metrics/report.html: tables, charts, every reply; stages/core/page.py).
 
-    python -m stages.report            # writes metrics/report.md
+    python -m stages.report            # writes metrics/report.md and metrics/report.html
     python -m stages.report --readme   # also refreshes the results table in README.md
 
-Reads only metrics/ (details.json, the judges', cleaning and training files) and data/raw/manifest.json. The claims
+Reads metrics/ (details.json, the judges', cleaning and training files), data/raw/manifest.json, and for the page
+params.yaml and data/scores/ (each model's replies with their rewards). The claims
 across seeds and the sweeps come from `python -m commands.gather` (metrics/seeds.md, metrics/sweeps/, committed); the
 report links the first and embeds the sweeps' plots.
 """
@@ -11,13 +13,18 @@ report links the first and embeds the sweeps' plots.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 from pathlib import Path
 
+import yaml
+
+from stages.core import page
 from stages.core.io import fail_cleanly, read_json, write_text
 from stages.core.rates import DETAILS_FILE
 
 OUT = Path("metrics/report.md")
+PAGE = Path("metrics/report.html")
 README = Path("README.md")
 MARK = re.compile(r"(<!-- results:begin -->\n).*?(<!-- results:end -->)", re.S)
 SEEDS = Path("metrics/seeds.md")  # gathered across experiments (python -m commands.gather), committed
@@ -124,6 +131,34 @@ def render() -> tuple[str, str]:
     return "".join(parts), table
 
 
+def read_file(path: str) -> str | None:
+    return Path(path).read_text(encoding="utf-8") if Path(path).exists() else None
+
+
+def run_page() -> str:
+    """This run as the page `python -m commands.view` writes over every experiment (one row, its replies)."""
+    params = page.flatten(yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8")))
+    run = page.read_run(read_file, "this run", "workspace", params, baseline=True)
+    run.outputs = {  # the md5 dvc.lock records for each file shown (DVC 3 hashes the bytes)
+        path: hashlib.md5(Path(path).read_bytes()).hexdigest()
+        for path in [DETAILS_FILE, *(page.SCORES.format(model=m) for m in page.models_of(run))]
+        if Path(path).exists()
+    }
+    claims = []
+    if Path("metrics/seeds.json").exists():  # gathered across seeds, committed
+        seeds = read_json("metrics/seeds.json")
+        group = "seeds " + ", ".join(str(x) for x in seeds["seeds"])
+        for judge, res in seeds["judges"].items():
+            claims += [
+                {"group": group, "judge": judge, "claim": c["claim"], "status": c["status"]} for c in res["claims"]
+            ]
+    accuracy = {}
+    if Path("metrics/calibration.json").exists():
+        for judge, c in read_json("metrics/calibration.json").items():
+            accuracy[judge] = {k: v for k, v in c.items() if k.endswith("accuracy")}
+    return page.render([run], "Results of this run", claims, accuracy)
+
+
 @fail_cleanly
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -131,10 +166,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     report, table = render()
     write_text(OUT, report)
+    write_text(PAGE, run_page())
     if args.readme and README.exists():
         text = README.read_text(encoding="utf-8")
         write_text(README, MARK.sub(lambda m: m.group(1) + table + m.group(2), text))
-    print(f"report: wrote {OUT}")
+    print(f"report: wrote {OUT} and {PAGE}")
 
 
 if __name__ == "__main__":

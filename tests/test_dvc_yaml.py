@@ -110,6 +110,8 @@ def test_every_stage_lists_exactly_the_code_it_runs():
         want = expected_code_deps(cmd)
         if listed != want:
             problems.append(f"{name}: missing {sorted(want - listed)}, not run {sorted(listed - want)}")
+        if "stages/core/page.py" in want and not {"stages/core/page.js", "stages/core/page.css"} <= set(deps):
+            problems.append(f"{name}: the page's script and style (stages/core/page.js, page.css) are not listed")
     assert not problems, "\n".join(problems)
 
 

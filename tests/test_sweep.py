@@ -16,7 +16,8 @@ import pytest
 from commands import sweep
 from stages.core.io import StageError
 
-from .conftest import ROOT, fresh_clone, run_env, sh, tiny_overrides
+from .browser import Page, browser
+from .conftest import ROOT, default_params, fresh_clone, run_env, sh, tiny_overrides
 
 GRID = ["-S", "seed=1,2", "-S", "dpo.beta=0.1,0.2"]
 
@@ -164,6 +165,18 @@ def test_sweep_runs_the_grid_as_experiments_sharing_sft_per_seed(workspace, tmp_
     rows = (dst / "metrics/sweeps/dpo.beta/sft_dpo.judge.csv").read_text().splitlines()
     assert [r.split(",")[:2] for r in rows[1:]] == [["0.1", "2"], ["0.2", "2"]]
     sh("git checkout -- metrics", dst)  # gathered results are committed by hand; the sweep refuses a dirty workspace
+
+    # the page over the sweep's experiments (filtered as gather is: the fixed overrides), opened in Chromium
+    view = tmp_path / "view.html"
+    printed = sh(["python", "-m", "commands.view", "-o", str(view), "-S", "sft.max_steps=8", "--resamples", "100"], dst)
+    assert "view: 4 runs" in printed.stdout
+    with browser() as chromium:
+        shown = Page(chromium, view)
+        assert shown.errors == [] and shown.requests == []
+        assert sorted(shown.visible_rows()) == sorted(found)  # one row per experiment
+        assert shown.page.locator('#sweep figure[data-param="dpo.beta"] svg').count() == 1
+        assert shown.page.locator("#claims-table tbody tr").count() > 2  # a claims row per beta (seeds 1, 2)
+        assert shown.page.locator("#reply-grid .reply").count() == len(default_params()["models"])
 
     # one trial that restored sft from the run cache gives the bytes of the same trial run alone: a fresh clone with
     # its own DVC cache and no run cache
