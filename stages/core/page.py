@@ -174,7 +174,8 @@ def experiment_table(runs: list[Run], judges: list[str], models: list[str], name
 
 def sweep_charts(runs: list[Run], judges: list[str], models: list[str], names: dict[str, str]) -> str:
     """For every numeric param that differs (seed aside): CAS, HmR, HpR against it, one point per run with its
-    interval, a line through the mean per value; per model (colour) and judge (column)."""
+    interval, a line through the mean per value in a band of the mean interval; per model (colour) and judge
+    (column)."""
     swept = [
         k
         for k in differing(runs)
@@ -198,7 +199,7 @@ def sweep_charts(runs: list[Run], judges: list[str], models: list[str], names: d
                             )
         encoding = {
             "x": {"field": "x", "type": "quantitative", "title": key, "scale": {"zero": False}},
-            "color": {"field": "model", "type": "nominal"},
+            "color": {"field": "model", "type": "nominal", "sort": [names.get(m, m) for m in models]},
         }
         spec = {
             "data": {"values": values},
@@ -210,19 +211,28 @@ def sweep_charts(runs: list[Run], judges: list[str], models: list[str], names: d
                 "width": 220,
                 "height": 140,
                 "layer": [
+                    {  # the band: each value's mean interval over its runs (seeds)
+                        "mark": {"type": "area", "opacity": 0.15},
+                        "encoding": encoding
+                        | {
+                            "y": {"aggregate": "mean", "field": "low", "type": "quantitative", "title": "%"},
+                            "y2": {"aggregate": "mean", "field": "high"},
+                        },
+                    },
                     {
                         "mark": {"type": "rule", "opacity": 0.5},
-                        "encoding": encoding
-                        | {"y": {"field": "low", "type": "quantitative", "title": "%"}, "y2": {"field": "high"}},
+                        "encoding": encoding | {"y": {"field": "low", "type": "quantitative"}, "y2": {"field": "high"}},
                     },
-                    {"mark": {"type": "point", "filled": True}, "encoding": encoding | {"y": {"field": "value"}}},
+                    {
+                        "mark": {"type": "point", "filled": True},
+                        "encoding": encoding | {"y": {"field": "value", "type": "quantitative"}},
+                    },
                     {
                         "mark": "line",
                         "encoding": encoding | {"y": {"aggregate": "mean", "field": "value", "type": "quantitative"}},
                     },
                 ],
             },
-            "resolve": {"scale": {"y": "independent"}},
         }
         parts.append(f'<figure class="chart" data-param="{esc(key)}"><figcaption>{esc(key)}</figcaption>')
         parts.append(svg(spec) + "</figure>")
