@@ -205,7 +205,7 @@ def test_exp_run_and_queued_sweep(repo):
     assert "sft_dpo.judge.cas_ci_low" in detail  # the undeclared detail file diffs on demand
     params_diff = sh(["dvc", "params", "diff", "HEAD", "--md"], dst).stdout
     assert "dpo.beta" in params_diff and "0.2" in params_diff
-    sh(["dvc", "exp", "run", "--queue", "-S", "dpo.beta=0.05,0.5"], dst)
+    sh(["dvc", "exp", "run", "--queue", "-S", "dpo.beta=0.5"], dst)
     sh(["dvc", "queue", "start", "-j", "1"], dst)
     deadline = time.time() + 900
     while time.time() < deadline:
@@ -224,35 +224,14 @@ def test_exp_run_and_queued_sweep(repo):
                 cas = data.get("metrics", {}).get("metrics/metrics.json", {}).get("data", {})
                 if beta is not None and cas.get("sft_dpo", {}).get("judge", {}).get("cas") is not None:
                     betas.add(beta)
-    assert {0.05, 0.5} <= betas
+    assert 0.5 in betas
     # the sweep gathered from DVC's experiments: per model CSVs, a plot, a README, every beta present
     sh(["python", "-m", "commands.gather", "--by", "dpo.beta", "--resamples", "200"], dst)
     sweep = dst / "metrics/sweeps/dpo.beta"
     rows = (sweep / "sft_dpo.judge.csv").read_text().splitlines()
-    assert rows[0].startswith("dpo.beta,n_runs,hmr,hmr_ci_low,hmr_ci_high") and len(rows) == 1 + 4  # 0.05 .. 0.5
+    assert rows[0].startswith("dpo.beta,n_runs,hmr,hmr_ci_low,hmr_ci_high") and len(rows) == 1 + 3  # 0.1 .. 0.5
     assert (sweep / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 0.5 | 1 |" in (sweep / "README.md").read_text()
     shown = json.loads(sh(["dvc", "plots", "show", "--json"], dst).stdout)["data"]  # declared in dvc.yaml
     cas = shown["CAS against DPO beta"][0]["content"]["data"]["values"]
-    assert {float(v["dpo.beta"]) for v in cas} == {0.05, 0.1, 0.2, 0.5}
-
-
-@pytest.mark.slow
-def test_gathering_seeds_tests_the_studys_claims(repo):
-    """A second training seed, gathered with the committed run: rates with intervals over seeds and prompts, and
-    each of the study's claims marked supported / not supported / contradicted under the judge."""
-    dst, _ = repo
-    # the committed run as the baseline (an earlier test may have applied an experiment), with its tiny params.yaml
-    sh("git checkout -- . && dvc checkout -q && dvc config hydra.enabled false", dst)
-    sh("git add -A && git -c user.email=t@t -c user.name=t commit -q --allow-empty -m baseline", dst)
-    sh("dvc exp run -S seed=7", dst)
-    out = sh(["python", "-m", "commands.gather", "--resamples", "200"], dst).stdout
-    seeds = json.loads((dst / "metrics/seeds.json").read_text())
-    assert sorted(seeds["seeds"]) == [7, 42] and seeds["runs"] == 2
-    claims = seeds["judges"]["judge"]["claims"]
-    assert len(claims) == 13 and {c["status"] for c in claims} <= {"supported", "not supported", "contradicted"}
-    cas = seeds["judges"]["judge"]["rates"]["sft_dpo"]["cas"]
-    assert len(cas["per_run"]) == 2 and cas["ci"][0] <= cas["mean"] <= cas["ci"][1]
-    table = (dst / "metrics/seeds.md").read_text()
-    assert "| SFT+DPO > SFT in CAS | holds |" in table and "SFT+DPO is best in HmR, HpR and CAS" in table
-    assert "judge: SFT+DPO > SFT in CAS:" in out
+    assert {float(v["dpo.beta"]) for v in cas} == {0.1, 0.2, 0.5}

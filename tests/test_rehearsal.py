@@ -15,6 +15,7 @@ from commands import compose
 from stages.core.io import sha256_file
 
 from .conftest import ROOT, copy_checkout, run_env, sh
+from .test_orpo import check_orpo_in_results
 
 # Scale only: how much data and how many steps, never what the study did with them.
 SCALE = {
@@ -182,3 +183,6 @@ def test_the_study_path_runs_offline_end_to_end(profile, cache, tmp_path):
         assert "harmful_threshold" in calibration["skywork"] and "harmful_threshold" not in calibration["oasst"]
         assert metrics["sft_dpo"]["skywork"]["thresholds"]["harmful"] == calibration["skywork"]["harmful_threshold"]
         assert "oasst_vs_skywork" in metrics["judge_agreement"]
+        # the improved profile trains every model of conf/models/all.yaml: ORPO too, with no edit anywhere
+        assert "Running stage 'train@orpo'" in log and "Running stage 'score@orpo'" in log
+        check_orpo_in_results(repo)
