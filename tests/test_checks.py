@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from commands import compose
 from stages import check
 from stages.core import params as P
 from stages.core.io import StageError
@@ -292,3 +293,52 @@ def test_offline_a_cached_pickle_is_pinned_only_when_the_user_says_so(tmp_path, 
         pin.trust_pickle("org/judge", "a" * 40, tmp_path)
     assert pin.trust_pickle("org/judge", "a" * 40, tmp_path, trust_cached=True) == digest
     assert f"--trust-cached-pickle, offline): sha256 {digest}" in capsys.readouterr().out
+
+
+HH_TRAIN_PAIRS = 160_800  # HH-RLHF's train split, all four subsets (the study trained on all of it, uncleaned)
+
+
+def study_scale_steps(section: dict, pairs: int = HH_TRAIN_PAIRS) -> int:
+    """Optimizer steps of a method's run over the whole train split (its epochs, its effective batch of 8)."""
+    if section.get("max_steps", -1) > 0:
+        return section["max_steps"]
+    batch = section["per_device_train_batch_size"] * section["gradient_accumulation_steps"]
+    return math.ceil(pairs / batch) * int(section["num_train_epochs"])
+
+
+@pytest.mark.parametrize("profile", ["study", "improved"])
+def test_study_scale_profiles_save_and_evaluate_at_most_max_saves_times(profile):
+    """Composed as `dvc exp run -S profile=...` composes them: every trained method of the table saves and evaluates
+    at most speed.max_saves times over the whole train split (ORPO, with the CPU default's cadence, saved ~400)."""
+    from stages.core.callbacks import events
+
+    params = compose.compose(profile)
+    limit = params["speed"]["max_saves"]
+    methods = {entry["method"] for entry in params["models"].values()} - {"base"}
+    assert methods >= {"sft", "dpo"} and (profile == "study") == ("orpo" not in methods)
+    for method in sorted(methods):
+        section = params[method]
+        steps = study_scale_steps(section)
+        assert steps > 10_000  # a study-scale run, not the CPU default's
+        for key in ("save_steps", "eval_steps"):
+            if key in section:
+                assert 0 < events(section[key], "steps", steps) <= limit, (method, key, section[key], steps)
+    assert events(100, "steps", 40_200) > limit  # the old cadence of ORPO in the improved profile
+
+
+def test_a_cadence_firing_too_often_stops_training_before_step_1():
+    from types import SimpleNamespace
+
+    from stages.core.callbacks import CadenceCheck, events
+
+    assert events(100, "steps", 1000) == 10 and events(0.25, "steps", 1000) == 4 and events(100, "epoch", 1000) == 0
+    check = CadenceCheck("orpo", "orpo", 25).callback
+    fine = SimpleNamespace(save_steps=2000, save_strategy="steps", eval_steps=2000, eval_strategy="steps")
+    check.on_train_begin(fine, SimpleNamespace(max_steps=40_200), None)
+    often = SimpleNamespace(save_steps=2000, save_strategy="steps", eval_steps=100, eval_strategy="steps")
+    with pytest.raises(StageError) as err:
+        check.on_train_begin(often, SimpleNamespace(max_steps=40_200), None)
+    assert str(err.value) == (
+        "params.yaml: orpo.eval_steps: 100 fires 402 times in this run's 40200 steps, more than speed.max_saves (25); "
+        "set it to at least 1608 (orpo, before step 1)"
+    )

@@ -211,3 +211,17 @@ def test_pin_fetches_what_the_stages_read_and_prints_the_hub_commands(cache, tmp
     digest = sha256_file(judge_pickle(cache))
     assert digest in (repo / "conf/profile/improved.yaml").read_text()
     assert "'pytorch_model.bin'" in fetch_commands()[2]  # now trusted: fetched with the rest
+
+
+def test_a_cadence_firing_more_than_max_saves_times_stops_the_stage_before_step_1(tmp_path):
+    """The SFT stage itself: 40 steps with save_steps 1 would save 40 times, more than speed.max_saves (25)."""
+    folder = build_tiny_base(tmp_path)
+    p = tiny_params()
+    p["sft"].update(max_steps=40, save_steps=1)
+    res = stage(folder, p, "stages.train", "sft", env={})
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: params.yaml: sft.save_steps: 1 fires 40 times in this run's 40 steps, more than speed.max_saves "
+        "(25); set it to at least 2 (sft, before step 1)"
+    )
+    assert not list((folder / "checkpoints/sft").glob("checkpoint-*")) and not (folder / "models/sft").exists()

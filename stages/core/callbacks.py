@@ -79,6 +79,42 @@ class FiniteGuard:
             )
 
 
+def events(every: float, strategy, steps: int) -> int:
+    """How many times a `*_steps` cadence fires in `steps` optimizer steps (a value below 1 is a share of the run, as
+    the Trainer reads it); 0 when its strategy is not "steps"."""
+    if str(getattr(strategy, "value", strategy)) != "steps" or not every or steps <= 0:
+        return 0
+    interval = math.ceil(every * steps) if every < 1 else int(every)
+    return steps // max(interval, 1)
+
+
+class CadenceCheck:
+    """Refuse, before step 1, a save or evaluation cadence that would fire more than `limit` times in this run: each
+    save writes the weights and the optimizer state (several GB at the study's scale) and each evaluation runs the
+    held-out set, so a CPU-sized cadence left in a study-sized run costs hours. The run knows its step count only
+    here (the Trainer computes it from the data), hence a check at the start of training, not in the `check` stage."""
+
+    def __init__(self, stage: str, section: str, limit: int):
+        from transformers import TrainerCallback
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                for key, every, strategy in (
+                    ("save_steps", args.save_steps, args.save_strategy),
+                    ("eval_steps", args.eval_steps, args.eval_strategy),
+                ):
+                    n = events(every, strategy, state.max_steps)
+                    if n > limit:
+                        least = math.ceil(state.max_steps / limit)
+                        raise StageError(
+                            f"params.yaml: {section}.{key}: {every:g} fires {n} times in this run's "
+                            f"{state.max_steps} steps, more than speed.max_saves ({limit}); set it to at least "
+                            f"{least} ({stage}, before step 1)"
+                        )
+
+        self.callback = Callback()
+
+
 class ProgressLines:
     """In logs (no terminal), a plain line per logging step: step, share done, loss, speed, ETA."""
 

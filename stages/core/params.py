@@ -224,6 +224,7 @@ class SpeedParams(Section):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"]
     dataloader_workers: int = Field(ge=0, le=64)
     torch_compile: bool
+    max_saves: int = PosInt  # a training run refuses save_steps / eval_steps that fire more often (CadenceCheck)
 
 
 class DistributedParams(Section):

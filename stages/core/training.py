@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 from . import distributed as dist
 from . import params as P
-from .callbacks import FiniteGuard, ProgressLines, curves
+from .callbacks import CadenceCheck, FiniteGuard, ProgressLines, curves
 from .checkpoints import last_complete
 from .io import StageError, first_line, fresh_tmp_dir, replace_dir, write_json, write_text
 from .modeling import load_causal_lm, load_tokenizer
@@ -61,8 +61,16 @@ class TrainingRun:
     only from a complete checkpoint (stages/core/checkpoints.py).
     """
 
-    def __init__(self, stage: str, out_dir: str | Path, live_dir: str | Path, fingerprint_parts: tuple):
+    def __init__(
+        self,
+        stage: str,
+        out_dir: str | Path,
+        live_dir: str | Path,
+        fingerprint_parts: tuple,
+        cadence: tuple[str, int] | None = None,
+    ):
         self.stage = stage
+        self.cadence = cadence  # (the method's params section, speed.max_saves): CadenceCheck
         self.out_dir = Path(out_dir)
         self.live_dir = Path(live_dir)
         self.ckpt_dir = CHECKPOINTS / stage
@@ -90,6 +98,8 @@ class TrainingRun:
     def callbacks(self, resume: bool) -> list:
         """Non-finite guard (every process); DVCLive curves and progress lines from the main process only."""
         out = [FiniteGuard(self.stage).callback]
+        if self.cadence:
+            out.append(CadenceCheck(self.stage, *self.cadence).callback)
         if dist.is_main():
             out.append(curves(self.live_dir, resume))
             if not interactive():
@@ -298,6 +308,7 @@ class Method:
             Path("models") / model,
             TRAINING_METRICS / model / "live",
             (params.section(self.name), params.seed, len(rows), start_record),
+            cadence=(self.key, params.speed.max_saves),
         )
         trained = self.train(Job(name=model, params=params, own=own, config=config, rows=rows, run=run))
         run.save(trained.write, trained.metrics, record=trained.record, timing=trained.timing)
