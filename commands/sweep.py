@@ -16,12 +16,14 @@ into a scratch folder on its worker, runs `dvc exp run -n <name> -S ...` there a
   them. With a DVC cache on a shared file system for every node, `--shared-cache DIR` works as on one machine.
 
 Trials that would compute the same expensive stage (`train@sft` for every beta of one seed) wait for the first such
-trial, so the others find the stage in DVC's run cache: `sft` trains once per seed. A failed trial is reported with its
-params and its log's last lines and never stops the others; a trial lost with its node is retried once by Ray
-(`max_retries`). Running the same command again runs only the trials without a finished experiment of this commit
-(matched by their params, `dvc exp show`), so a sweep killed half-way resumes. Logs: logs/sweep/<trial>.log and a
-summary, logs/sweep/sweep.json. Read the results with `dvc exp show` and `python -m commands.gather` (the command
-line it needs is printed at the end).
+trial, so the others find the stage in DVC's run cache: `sft` trains once per seed. A failed trial is reported with
+its params and its log's last lines and never stops the others; a trial lost with its node is retried once by Ray
+(`max_retries`). `--gpus-per-trial 0.25` packs four trials on each GPU: each sees the same device, is capped to its
+share of the GPU's memory (ALIGN_GPU_MEMORY_FRACTION, read by every stage) and allocates with expandable segments;
+NVIDIA MPS, when its daemon runs, lets their kernels overlap (docs/experiments.md). Running the same command again
+runs only the trials without a finished experiment of this commit (matched by their params, `dvc exp show`), so a
+sweep killed half-way resumes. Logs: logs/sweep/<trial>.log and a summary, logs/sweep/sweep.json. Read the results
+with `dvc exp show` and `python -m commands.gather` (the command line it needs is printed at the end).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import warnings
 from pathlib import Path
 
 from commands.compose import composed, composed_nested
+from stages.core import determinism
 from stages.core.io import StageError
 
 LOGS = Path("logs/sweep")
@@ -265,6 +268,13 @@ def push_run_cache(remote: str | None) -> None:
         repo.cloud.push(here, remote=remote, odb=odb)
 
 
+def mps_running() -> bool:
+    """Whether an NVIDIA MPS control daemon serves this machine (its pipe directory holds a `control` pipe): with it,
+    trials packed on a GPU run their kernels at once instead of time-slicing. The sweep never starts it."""
+    pipe = Path(os.environ.get("CUDA_MPS_PIPE_DIRECTORY", "/tmp/nvidia-mps"))
+    return (pipe / "control").exists()
+
+
 # --- one trial (runs on a Ray worker) --------------------------------------------------------------------------
 
 
@@ -286,9 +296,11 @@ def run_trial(spec: dict, *after) -> dict:
         gpu_ids = []
     log.append(f"# trial {spec['name']}: -S {' -S '.join(spec['overrides'])}")
     threads = spec["env"].get("ALIGN_CPU_THREADS", "(default)")
+    share = spec["env"].get(determinism.GPU_SHARE)
     log.append(
         f"# host {os.uname().nodename}, CUDA_VISIBLE_DEVICES={gpus or '(none)'}, Ray GPU ids "
         f"{','.join(gpu_ids) or '(none)'}, ALIGN_CPU_THREADS={threads}"
+        + (f", {determinism.GPU_SHARE}={share}" if share else "")
     )
     if spec.get("events") is not None:
         spec["events"].put(spec["name"])  # started: the driver's progress line (its end comes with the result)
@@ -555,6 +567,13 @@ def launch(
     if gpus is None:
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     env = {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV)}
+    if 0 < gpus < 1:  # trials packed on a GPU: each keeps to its share (stages/core/determinism.py) and frees what it
+        env[determinism.GPU_SHARE] = f"{gpus:g}"  # does not use (expandable segments: less fragmentation)
+        env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        print(
+            f"note: {1 / gpus:g} trials per GPU, each capped to {gpus:g} of its memory; NVIDIA MPS is "
+            f"{'on' if mps_running() else 'off'} (docs/experiments.md: Packing trials on one GPU)"
+        )
     threads = int(env.get("ALIGN_CPU_THREADS", 2))
     if threads > args.cpus_per_trial and not gpus:
         print(

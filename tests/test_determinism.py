@@ -159,25 +159,31 @@ def outs_of(lock: dict) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_every_output_in_dvc_lock_is_the_same_under_another_machines_settings(tiny_repo, tmp_path):
+def test_every_output_in_dvc_lock_is_the_same_under_another_machines_settings(request, tmp_path):
     """`dvc repro` of the whole (tiny) pipeline, here (the session's tiny_repo, the same tiny params) and under another
     machine's settings on one core: every output hash dvc.lock records is the same, model folders and data manifests
-    included (their run records hold no machine facts: those are in logs/)."""
+    included (their run records hold no machine facts: those are in logs/). The other machine's run starts first, so
+    the session's tiny_repo (shared with tests/test_pipeline.py) is built beside it when this test comes first."""
     import yaml
 
     from .conftest import copy_checkout, sh
 
-    first, _ = tiny_repo
-    run_commit = sh("git log --format=%H --grep=^run$", first).stdout.split()[-1]  # its first `dvc repro`
-    here = outs_of(yaml.safe_load(sh(["git", "show", f"{run_commit}:dvc.lock"], first).stdout))
     repo = copy_checkout(tmp_path / "other")
     write_params(repo / "params.yaml", tiny_params())
     sh("git init -q && git add -A && git -c user.email=t@t -c user.name=t commit -qm init", repo)
     env = {k: v for k, v in run_env().items() if k not in determinism.KERNELS and k != "ALIGN_CPU_THREADS"}
-    res = subprocess.run(
-        ["dvc", "repro"], cwd=repo, env=env | OTHER_MACHINE, capture_output=True, text=True, preexec_fn=one_core
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    other = outs_of(yaml.safe_load((repo / "dvc.lock").read_text()))
+    log = tmp_path / "other.log"  # a file, not a pipe: nobody reads while tiny_repo is built
+    with log.open("w") as out:
+        other = subprocess.Popen(
+            ["dvc", "repro"], cwd=repo, env=env | OTHER_MACHINE, stdout=out, stderr=out, preexec_fn=one_core
+        )
+        try:
+            first, _ = request.getfixturevalue("tiny_repo")
+        finally:
+            other.wait()
+    assert other.returncode == 0, log.read_text()[-2000:]
+    run_commit = sh("git log --format=%H --grep=^run$", first).stdout.split()[-1]  # its first `dvc repro`
+    here = outs_of(yaml.safe_load(sh(["git", "show", f"{run_commit}:dvc.lock"], first).stdout))
+    there = outs_of(yaml.safe_load((repo / "dvc.lock").read_text()))
     assert len(here) >= 30 and "models/sft" in here and "data/raw/pairs.jsonl" in here
-    assert {k for k in here if here[k] != other.get(k)} == set()
+    assert {k for k in here if here[k] != there.get(k)} == set()

@@ -207,11 +207,11 @@ def test_sweep_runs_the_grid_as_experiments_sharing_sft_per_seed(workspace, tmp_
 
 @pytest.mark.slow
 def test_a_killed_sweep_resumes(workspace):
-    """Runs after the grid above (the seed's training is in the run cache). Grid: max_prompt_length 32, 24, 16; the
-    driver is killed once the first experiment is back, then run again. (A param out of range never reaches Ray: the
+    """Runs after the grid above (the seed's training is in the run cache). Grid: max_prompt_length 32, 24; the driver
+    is killed once the first experiment is back, then run again. (A param out of range never reaches Ray: the
     grid is refused first, tests/test_checks.py; a trial failing at run time: the logical-GPU test below.)"""
     dst = workspace
-    grid = ["-S", "seed=1", "-S", "dpo.max_prompt_length=32,24,16"]
+    grid = ["-S", "seed=1", "-S", "dpo.max_prompt_length=32,24"]
     before = set(experiments(dst))
     refs = lambda: sh(["git", "for-each-ref", "refs/exps"], dst).stdout.count("\n")  # noqa: E731
     start = refs()
@@ -227,24 +227,24 @@ def test_a_killed_sweep_resumes(workspace):
     assert refs() == start + 1, (dst / "first.log").read_text()
     res = sh(sweep_cmd(*grid), dst, env=sweep_env(), check=False)
     out = res.stdout
-    assert "3 trials (dpo.max_prompt_length) of commit" in out and "1 finished, 2 to run" in out, out
+    assert "2 trials (dpo.max_prompt_length) of commit" in out and "1 finished, 1 to run" in out, out
     assert res.returncode == 0
     new = {n: p for n, p in experiments(dst).items() if n not in before}
-    assert sorted(p["dpo.max_prompt_length"] for p in new.values()) == [16, 24, 32]
+    assert sorted(p["dpo.max_prompt_length"] for p in new.values()) == [24, 32]
     summary = json.loads((dst / "logs/sweep/sweep.json").read_text())
-    assert sorted(t["status"] for t in summary["trials"]) == ["done", "done"]
-    # the resumed trials ran no training that an earlier trial had done, and none waited for another: the finished
-    # trial's stages were in the run cache already
+    assert [t["status"] for t in summary["trials"]] == ["done"]
+    # the resumed trial ran no training that an earlier trial had done (its stages were in the run cache already);
+    # that resumed trials do not wait for one another: test_a_resumed_sweep_waits_only_for_trials_still_to_run
     ran = [s for t in summary["trials"] for s in t["ran"]]
     assert "train@sft" not in ran and "train@base" not in ran
-    assert "running dpo.max_prompt_length=16" in out.split("done    dpo.max_prompt_length=24")[0]
 
 
 @pytest.mark.slow
 def test_each_trial_gets_its_own_gpu(workspace):
-    """Logical GPUs (`ray.init(num_gpus=2)`): two trials running at once record different CUDA_VISIBLE_DEVICES.
-    Both fail early at run time (a prompt file that is not there: valid params, found missing by the `prompts`
-    stage): quick, and each failure is reported with its params, its error line and its log's last lines."""
+    """Logical GPUs (`ray.init(num_gpus=2)`): two trials running at once record different CUDA_VISIBLE_DEVICES; then
+    four packed on one GPU (`--gpus-per-trial 0.25`) share GPU 0, each with its memory share. All fail early at run
+    time (a prompt file that is not there: valid params, found missing by the `prompts` stage): quick, and each failure
+    is reported with its params, its error line and its log's last lines."""
     dst = workspace
     res = sh(
         sweep_cmd("--num-gpus", "2", "-S", "seed=11,12", "-S", "prompts.harmful_file=nosuch.json"),
@@ -266,6 +266,18 @@ def test_each_trial_gets_its_own_gpu(workspace):
     assert "seed=1" in lines[at] and "error: nosuch.json: file not found" in lines[at], lines[at]
     failed = "\n".join(lines[at:])
     assert "params: -S seed=1" in failed and "-S prompts.harmful_file=nosuch.json" in failed and "last lines:" in failed
+
+    # packed: four trials on the one logical GPU, each seeing GPU 0 and capped to its quarter of the memory
+    packed = ["--num-gpus", "1", "--gpus-per-trial", "0.25", "--cpus-per-trial", "0.5"]
+    res = sh(sweep_cmd(*packed, "-S", "seed=21,22,23,24", "-S", "prompts.harmful_file=nosuch.json"), dst, check=False)
+    assert "4 trials per GPU, each capped to 0.25 of its memory; NVIDIA MPS is off" in res.stdout, res.stdout
+    summary = json.loads((dst / "logs/sweep/sweep.json").read_text())
+    assert summary["gpus_per_trial"] == 0.25 and len(summary["trials"]) == 4
+    assert [t["cuda_visible_devices"] for t in summary["trials"]] == ["0"] * 4
+    for trial in summary["trials"]:
+        log = (dst / "logs/sweep" / f"{trial['name']}.log").read_text()
+        assert "CUDA_VISIBLE_DEVICES=0," in log and "ALIGN_GPU_MEMORY_FRACTION=0.25" in log
+        assert trial["message"] == "error: nosuch.json: file not found", trial["message"]
 
 
 @pytest.mark.slow
@@ -342,3 +354,10 @@ def test_a_cluster_sweep_returns_through_the_git_and_dvc_remotes(workspace, tmp_
     # the experiment is on the Git remote and, pulled back by the driver, in the workspace's `dvc exp show`
     assert trial["name"] in sh(["git", "for-each-ref", "refs/exps"], git_remote).stdout
     assert any(p["dpo.beta"] == 0.5 for p in experiments(dst).values())
+
+
+def test_the_sweep_says_whether_mps_serves_packed_trials(tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_MPS_PIPE_DIRECTORY", str(tmp_path))
+    assert not sweep.mps_running()
+    (tmp_path / "control").touch()  # the daemon's control pipe
+    assert sweep.mps_running()

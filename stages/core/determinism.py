@@ -97,7 +97,8 @@ def pin_torch() -> None:
 
 
 def seed_and_pin(seed: int) -> None:
-    """The start of every stage that uses torch: one seed drives Python, NumPy and torch; CPU threads pinned."""
+    """The start of every stage that uses torch: one seed drives Python, NumPy and torch; CPU threads pinned; a GPU
+    shared with other trials capped to this process's share."""
     import random
 
     from transformers import set_seed
@@ -105,6 +106,38 @@ def seed_and_pin(seed: int) -> None:
     random.seed(seed)
     set_seed(seed)
     pin_torch()
+    cap_gpu_memory()
+
+
+GPU_SHARE = "ALIGN_GPU_MEMORY_FRACTION"  # set by commands.sweep when trials share a GPU (--gpus-per-trial < 1)
+
+
+def gpu_share() -> float | None:
+    value = os.environ.get(GPU_SHARE)
+    if not value:
+        return None
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = -1.0
+    if not 0 < fraction <= 1:
+        raise SystemExit(f"error: {GPU_SHARE}={value!r}: expected a fraction of the GPU's memory in (0, 1]")
+    return fraction
+
+
+def cap_gpu_memory() -> float | None:
+    """A trial sharing a GPU keeps to its share of the GPU's memory, so one trial's peak cannot starve the others (an
+    environment variable, not a param: it changes no result, and a param would change the trial's identity and its
+    run-cache matches). Without a GPU, or unset: nothing."""
+    fraction = gpu_share()
+    if fraction is None:
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        for device in range(torch.cuda.device_count()):
+            torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction
 
 
 def describe() -> dict:
