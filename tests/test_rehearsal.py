@@ -5,6 +5,7 @@ look-alikes' digests differ from the profile, and the test checks exactly that.
 """
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -131,10 +132,22 @@ def rehearse(profile: str, cache: dict, tmp_path):
     return repo, out, overrides
 
 
+PROFILES = ["study", "improved"]
+
+
+@pytest.fixture(scope="module")
+def rehearsals(cache, tmp_path_factory):
+    """Both profiles rehearsed at once, each in its own repository (the look-alikes' cache is only read): the pair
+    takes about the time of the longer one. {profile: future of (repo, log, overrides)}, so a failure is its own
+    test's."""
+    with ThreadPoolExecutor(len(PROFILES)) as pool:
+        return {p: pool.submit(rehearse, p, cache, tmp_path_factory.mktemp(p)) for p in PROFILES}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("profile", ["study", "improved"])
-def test_the_study_path_runs_offline_end_to_end(profile, cache, tmp_path):
-    repo, log, overrides = rehearse(profile, cache, tmp_path)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_study_path_runs_offline_end_to_end(profile, rehearsals, cache):
+    repo, log, overrides = rehearsals[profile].result()
     ran = {line.split("'")[1] for line in log.splitlines() if line.startswith("Running stage")}
     assert set(STAGES) <= ran
     # the composed params differ from the profile only in the scale knobs and the look-alikes' digests
