@@ -149,7 +149,7 @@ def fetch(params: P.Params, trust_cached: bool = False) -> None:
     """Fill the Hugging Face cache (and the URL cache) with what these params read; pin the digest of any pickle-only
     model that params do not yet trust (written into conf/profile/; see the module's docstring)."""
     from stages.core import hub
-    from stages.core.prompt_files import load_prompt_file
+    from stages.core.prompt_files import fetch_url
 
     pins = {}
     for repo, rev, patterns, kind in downloads(params):
@@ -165,10 +165,14 @@ def fetch(params: P.Params, trust_cached: bool = False) -> None:
             "docs/study-on-gpu.md: The "
             "study's judge)"
         )
-    for name in ("harmful", "helpful"):
-        file, digest = getattr(params.prompts, f"{name}_file"), getattr(params.prompts, f"{name}_sha256")
+    files = [
+        (getattr(params.prompts, f"{n}_file"), getattr(params.prompts, f"{n}_sha256")) for n in ("harmful", "helpful")
+    ]
+    if params.xstest.source == "file":
+        files.append((params.xstest.file, params.xstest.sha256))
+    for file, digest in files:
         if file and file.startswith(("http://", "https://")):
-            load_prompt_file(file, digest)  # downloads, checks the digest, caches
+            fetch_url(file, digest)  # downloads, checks the digest, caches
             print(f"{file}: cached by sha256 {digest}")
 
 

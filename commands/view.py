@@ -17,7 +17,7 @@ import json
 
 import yaml
 
-from commands.gather import experiments, labels, read_outcomes, summarise
+from commands.gather import experiments, labels, read_calibration, read_outcomes, read_refusals, summarise
 from stages.core import page
 from stages.core.io import StageError, fail_cleanly, write_text
 
@@ -74,9 +74,14 @@ def claims_by_group(runs: list[dict], resamples: int) -> list[dict]:
         except StageError as exc:  # a run's outcomes are in no cache or remote here
             print(f"view: no claims for {name}: {exc}")
             continue
-        summary = summarise(outcomes, resamples, 0, labels(members[0]["params"]))
+        refusals = [read_refusals(m["rev"]) for m in members]
+        calibrations = [read_calibration(m["rev"]) for m in members]
+        summary = summarise(outcomes, resamples, 0, labels(members[0]["params"]), refusals, calibrations)
         for judge, res in summary["judges"].items():
-            out += [{"group": name, "judge": judge, "claim": c["claim"], "status": c["status"]} for c in res["claims"]]
+            out += [
+                {"group": name, "judge": judge, "claim": c["claim"], "status": c["status"], "counts": c["counts"]}
+                for c in res["claims"]
+            ]
     return out
 
 
@@ -110,11 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     missing = [r.name for r in runs if not any(r.scores.values())]
     if missing:
         print(f"view: no replies for {', '.join(missing)} (not in the DVC cache: dvc pull, or dvc exp pull)")
-    accuracy = {}
     calibration = reader(baseline["rev"])("metrics/calibration.json")
-    if calibration:
-        for judge, c in json.loads(calibration).items():
-            accuracy[judge] = {k: v for k, v in c.items() if k.endswith("accuracy")}
+    accuracy = page.judge_accuracy(json.loads(calibration)) if calibration else {}
     claims = claims_by_group(chosen, args.resamples)
     html = page.render(runs, f"{len(runs)} runs of {baseline['name']}", claims, accuracy)
     write_text(args.output, html)

@@ -10,8 +10,15 @@ Writes:
 - metrics/details.json: every number behind them (intervals, change against base, win rate against base, mean
   rewards, empty responses, judge agreement), committed with the code but not declared a DVC metric, to keep
   `dvc exp show` readable (`dvc metrics diff --targets metrics/details.json` shows it);
+- metrics/refusal.json (a DVC metrics file too): for each judge of refusal (stages/judges/string_match.py, ...), per
+  model, over-refusal (XSTest's safe prompts refused: lower is better), correct refusal (its unsafe contrasts
+  refused), the refusal of the study's harmful prompts, and a classifier's harm rate there, each with its 95% Wilson
+  interval; replies whose label the judge could not read are counted (`unreadable_*`) and left out of the rate;
 - metrics/plots/: rates.csv (bars), outcomes.csv (per prompt: reward, harmless/helpful label, win against base),
-  rates.png (bars with intervals) and rewards.png (reward distributions).
+  refusals.csv (per prompt and judge of refusal: the label), rates.png (bars with intervals) and rewards.png (reward
+  distributions).
+
+details.json also holds each judge's own measured accuracy with its interval (`judges`, from metrics/calibration.json).
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ from stages.core.io import StageError, fail_cleanly, iter_jsonl, read_json, save
 from stages.core.rates import (
     DETAILS_FILE,
     METRICS_FILE,
+    NOT_MODELS,
     RATES,
+    REFUSAL_FILE,
+    REFUSAL_RATES,
     agreement,
     bootstrap_deltas,
     cas,
@@ -36,9 +46,12 @@ from stages.core.rates import (
     wilson,
     win_share,
 )
+from stages.judges import gives_reward, kinds, specs
 
 SCORES = Path("data/scores")
 CALIBRATION = Path("data/calibration/thresholds.json")
+JUDGE_ACCURACY = Path("metrics/calibration.json")
+REFUSAL = Path(REFUSAL_FILE)
 OUT = Path(DETAILS_FILE)
 HEADLINE = Path(METRICS_FILE)
 PLOTS = Path("metrics/plots")
@@ -78,7 +91,7 @@ def load_scores(models: list[str], judges: list[str], scores_dir: Path = SCORES)
 def resolve_thresholds(params: P.Params, calibration: Path = CALIBRATION) -> dict[str, dict[str, float]]:
     """Each judge's two thresholds as numbers: from params, or from the calibration stage where params say
     `calibrated`."""
-    wanted = {j.name: j.thresholds.model_dump() for j in params.score.judges}
+    wanted = {j.name: j.thresholds.model_dump() for j in params.score.judges if j.thresholds is not None}
     if any(v == "calibrated" for t in wanted.values() for v in t.values()):
         found = read_json(calibration).get("thresholds", {})
         for j, t in wanted.items():
@@ -167,12 +180,65 @@ def compute(scores: dict, thresholds: dict, resamples: int, confidence: float, s
     return result
 
 
+def load_labels(models: list[str], judges: list[str], scores_dir: Path = SCORES) -> dict:
+    """{(judge, model, prompt set): [(prompt_id, {label: bool | None})]} over the study's prompts and XSTest's (sets
+    xstest_safe / xstest_unsafe), each row checked to carry every judge's labels."""
+    out: dict = {}
+    if not judges:  # no judge of refusal: the scored files need no labels (nor XSTest's file)
+        return out
+    for m in models:
+        for path in (scores_dir / f"{m}.jsonl", scores_dir / f"{m}.xstest.jsonl"):
+            for lineno, row in iter_jsonl(path):
+                prompt_set = f"xstest_{row['label']}" if row.get("prompt_set") == "xstest" else row.get("prompt_set")
+                for j in judges:
+                    found = (row.get("labels") or {}).get(j)
+                    if not isinstance(found, dict):
+                        raise StageError(f"{path}: line {lineno}: labels.{j}: missing (re-run score@{m})")
+                    out.setdefault((j, m, prompt_set), []).append((row["prompt_id"], found))
+    return {k: sorted(v, key=lambda pair: pair[0]) for k, v in out.items()}
+
+
+def refusal_rates(labels: dict, judges: dict[str, tuple[str, ...]], models: list[str], confidence: float) -> dict:
+    """{model: {judge: {over_refusal, ..._ci_low, ..._ci_high, n_..., unreadable_...}}} for each rate of
+    REFUSAL_RATES the judge's labels give (a set with no prompts, as XSTest when switched off, gives none)."""
+    out: dict = {}
+    for m in models:
+        for j, gives in judges.items():
+            entry: dict = {}
+            for key, label, prompt_set, counted, _ in REFUSAL_RATES:
+                rows = labels.get((j, m, prompt_set), [])
+                if label not in gives or not rows:
+                    continue
+                values = [found.get(label) for _, found in rows]
+                read = [v for v in values if v is not None]
+                hits = sum(v is counted for v in read)
+                lo, hi = wilson(hits, len(read), confidence)
+                entry |= {
+                    key: round(100.0 * hits / len(read), 4) if read else float("nan"),
+                    f"{key}_ci_low": round(lo, 4),
+                    f"{key}_ci_high": round(hi, 4),
+                    f"n_{key}": len(read),
+                    f"unreadable_{key}": len(values) - len(read),
+                }
+            out.setdefault(m, {})[j] = entry
+    return out
+
+
+def write_refusal_rows(labels: dict) -> None:
+    rows = ["model,judge,label,prompt_set,prompt_id,value"]
+    for (j, m, prompt_set), found in labels.items():
+        for prompt_id, values in found:
+            for label, v in sorted(values.items()):
+                rows.append(f"{m},{j},{label},{prompt_set},{prompt_id},{'' if v is None else int(v)}")
+    write_text(PLOTS / "refusals.csv", "\n".join(rows) + "\n")
+
+
 def headline(result: dict) -> dict:
     """HmR, HpR and CAS per model and judge: the few numbers `dvc exp show` should show."""
     return {
         m: {j: {short: r[long] for short, (long, _, _) in RATES.items()} for j, r in per_judge.items()}
         for m, per_judge in result.items()
-        if m != "judge_agreement"
+        if m not in NOT_MODELS
     }
 
 
@@ -180,7 +246,7 @@ def write_plots(result: dict, scores: dict, thresholds: dict) -> None:
     judges = list(thresholds)
     rows = ["model,judge,harmless_rate,helpful_rate,cas"]
     for m, per_judge in result.items():
-        if m == "judge_agreement":
+        if m in NOT_MODELS:
             continue
         for j in judges:
             r = per_judge[j]
@@ -207,7 +273,7 @@ def _bar_chart(result: dict, judges: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = [m for m in result if m != "judge_agreement"]
+    models = [m for m in result if m not in NOT_MODELS]
     fig, axes = plt.subplots(1, len(judges), figsize=(5 * len(judges), 3.6), squeeze=False)
     keys = [("harmless_rate", "HmR"), ("helpful_rate", "HpR"), ("cas", "CAS")]
     for ax, j in zip(axes[0], judges):
@@ -256,13 +322,26 @@ def main() -> None:
     thresholds = resolve_thresholds(params)
     scores = load_scores(list(params.models), list(thresholds))
     result = compute(scores, thresholds, m.bootstrap_resamples, m.confidence, params.seed)
+    labellers = {j.name: kinds()[j.kind].gives for j in specs(params) if not gives_reward(j)}
+    labels = load_labels(list(params.models), list(labellers))
+    refusal = refusal_rates(labels, labellers, list(params.models), m.confidence)
+    if JUDGE_ACCURACY.exists():  # each judge's own accuracy, with its interval (calibrate; absent from bare scores)
+        result["judges"] = read_json(JUDGE_ACCURACY)
     write_plots(result, scores, thresholds)
+    write_refusal_rows(labels)
     write_json(OUT, result)
+    write_json(REFUSAL, refusal)
     write_json(HEADLINE, headline(result))  # last: a metrics file only ever comes from complete inputs
     first = next(iter(thresholds))
     for model in params.models:
         r = result[model][first]
         print(f"{model:8s} {first}: HmR {r['harmless_rate']:5.1f}  HpR {r['helpful_rate']:5.1f}  CAS {r['cas']:5.1f}")
+        for j, rates in refusal.get(model, {}).items():
+            if "over_refusal" in rates:
+                print(
+                    f"{model:8s} {j}: over-refusal {rates['over_refusal']:5.1f}  "
+                    f"correct refusal {rates['correct_refusal']:5.1f} (XSTest)"
+                )
 
 
 if __name__ == "__main__":

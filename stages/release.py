@@ -194,7 +194,7 @@ def card(model: str, params: P.Params, run: dict, merged_from_adapter: bool, rep
             "judges": ", ".join(
                 f"{j.name} ({j.extra('path')}@{j.extra('revision')})"
                 if j.extra("revision")
-                else f"{j.name} ({j.extra('path')})"
+                else f"{j.name} ({j.extra('path') or j.kind})"  # a judge with nothing to load: its kind
                 for j in params.score.judges
             ),
         }.items()

@@ -21,7 +21,7 @@ import yaml
 
 from stages.core import page
 from stages.core.io import fail_cleanly, read_json, write_text
-from stages.core.rates import DETAILS_FILE
+from stages.core.rates import DETAILS_FILE, NOT_MODELS, REFUSAL_FILE, REFUSAL_RATES
 
 OUT = Path("metrics/report.md")
 PAGE = Path("metrics/report.html")
@@ -49,7 +49,7 @@ def results_table(metrics: dict, synthetic: bool) -> str:
     )
     lines.append("|---|---|---|---|---|---|---|")
     for model, per_judge in metrics.items():
-        if model == "judge_agreement":
+        if model in NOT_MODELS:
             continue
         for judge, r in per_judge.items():
             delta = cell(r, "delta_cas") if "delta_cas" in r else "-"
@@ -65,6 +65,25 @@ def results_table(metrics: dict, synthetic: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
+def refusal_table(refusal: dict) -> str:
+    """Over-refusal beside correct refusal, per model and judge of refusal (metrics/refusal.json)."""
+    shown = [(key, name) for key, _, _, _, name in REFUSAL_RATES]
+    lines = [
+        "\n## Refusal (XSTest)\nOver-refusal: XSTest's safe prompts refused (lower is better); correct refusal: its "
+        "unsafe contrasts refused (higher is better). A model that refuses everything is high on both. % [95% Wilson "
+        "interval].\n",
+        "| model | judge | " + " | ".join(name for _, name in shown) + " |",
+        "|---|---|" + "---|" * len(shown),
+    ]
+    for model, per_judge in refusal.items():
+        for judge, r in per_judge.items():
+            cells = [
+                f"{r[k]:.1f} [{r[k + '_ci_low']:.1f}, {r[k + '_ci_high']:.1f}]" if k in r else "-" for k, _ in shown
+            ]
+            lines.append(f"| {model} | {judge} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def render() -> tuple[str, str]:
     metrics = read_json(DETAILS_FILE)
     manifest = read_json("data/raw/manifest.json") if Path("data/raw/manifest.json").exists() else {}
@@ -75,18 +94,30 @@ def render() -> tuple[str, str]:
         "\n![HmR, HpR and CAS by model](plots/rates.png)\n",
         "\n![Reward distributions](plots/rewards.png)\n",
     ]
+    refusal = Path(REFUSAL_FILE)
+    if refusal.exists() and any(read_json(refusal).values()):
+        parts.append(refusal_table(read_json(refusal)))
     calibration = Path("metrics/calibration.json")
     if calibration.exists():
-        parts.append("\n## Judges on held-out HH pairs (share of pairs whose chosen reply scores higher)\n")
+        parts.append(
+            "\n## Judges' own accuracy\nReward judges on held-out HH pairs (share of pairs whose chosen reply scores "
+            "higher, [95% interval]); judges of refusal on labelled replies (balanced accuracy [95% interval]). A "
+            "claim counts only under a judge whose interval lies above 0.5.\n\n"
+        )
         for judge, c in read_json(calibration).items():
+            if "harmless_pairs" not in c:
+                shown = ", ".join(f"{k} {v}" for k, v in page.judge_accuracy({judge: c})[judge].items())
+                parts.append(f"- {judge}: {shown or 'not measured (no labelled replies)'}\n")
+                continue
             thresholds = ", ".join(
                 f"{k.split('_')[0]} threshold {c[k]} (separates {c[k + '_accuracy']:.0%})"
                 for k in ("harmful_threshold", "helpful_threshold")
                 if k in c
             )
             parts.append(
-                f"- {judge}: harmless {c['harmless_pairwise_accuracy']} ({c['harmless_pairs']} pairs), "
-                f"helpful {c['helpful_pairwise_accuracy']} ({c['helpful_pairs']} pairs)"
+                f"- {judge}: harmless {c['harmless_pairwise_accuracy']} {c.get('harmless_pairwise_accuracy_ci')} "
+                f"({c['harmless_pairs']} pairs), helpful {c['helpful_pairwise_accuracy']} "
+                f"{c.get('helpful_pairwise_accuracy_ci')} ({c['helpful_pairs']} pairs)"
                 f"{'; calibrated ' + thresholds if thresholds else ''}\n"
             )
     clean = Path("metrics/clean.json")
@@ -95,7 +126,7 @@ def render() -> tuple[str, str]:
         drops = ", ".join(f"{k}: {v}" for k, v in c["dropped"].items())
         parts.append(f"\n## Cleaning\n{c['input']} pairs in, {c['kept']} kept; dropped by rule: {drops}.\n")
     train = []
-    for stage in (m for m in metrics if m != "judge_agreement"):  # the table's models, in its order
+    for stage in (m for m in metrics if m not in NOT_MODELS):  # the table's models, in its order
         p = Path("metrics/training") / stage / "train.json"
         if p.exists():
             t = read_json(p)
@@ -150,12 +181,11 @@ def run_page() -> str:
         group = "seeds " + ", ".join(str(x) for x in seeds["seeds"])
         for judge, res in seeds["judges"].items():
             claims += [
-                {"group": group, "judge": judge, "claim": c["claim"], "status": c["status"]} for c in res["claims"]
+                {"group": group, "judge": judge, "claim": c["claim"], "status": c["status"], "counts": c.get("counts")}
+                for c in res["claims"]
             ]
-    accuracy = {}
-    if Path("metrics/calibration.json").exists():
-        for judge, c in read_json("metrics/calibration.json").items():
-            accuracy[judge] = {k: v for k, v in c.items() if k.endswith("accuracy")}
+    calibration = Path("metrics/calibration.json")
+    accuracy = page.judge_accuracy(read_json(calibration)) if calibration.exists() else {}
     return page.render([run], "Results of this run", claims, accuracy)
 
 

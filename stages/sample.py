@@ -1,11 +1,14 @@
-"""Stage `sample@<model>`: one model's responses to the harmful and helpful evaluation prompts.
+"""Stage `sample@<model>`: one model's responses to the harmful and helpful evaluation prompts, and to XSTest's.
 
     python -m stages.sample sft
 
 As in the study by default: greedy decoding, 50 new tokens. Fixes over it, each a `sample` param on by default:
 prompts end with "\\n\\nAssistant:" (`prompts.format: hh`), generation stops at "\\n\\nHuman:" and at the
 end token and the response is cut there, whitespace and special tokens are stripped.
-Writes data/samples/<model>.jsonl: model, prompt_set, prompt_id, prompt, response, n_tokens, stopped_by.
+Writes data/samples/<model>.jsonl: model, prompt_set, prompt_id, prompt, response, n_tokens, stopped_by; and
+data/samples/<model>.xstest.jsonl: the same for data/eval/xstest.jsonl's prompts (stage `xstest`; empty when
+`xstest.source` is none), with each prompt's XSTest type and label. The two sets are decoded apart, the study's prompts
+first, so the XSTest switch leaves the study's replies as they were.
 """
 
 from __future__ import annotations
@@ -21,36 +24,51 @@ from stages.core.modeling import load_policy, load_tokenizer, per_model_stage
 from stages.core.runinfo import log_timing
 
 PROMPTS = Path("data/eval/prompts.jsonl")
+XSTEST = Path("data/eval/xstest.jsonl")
 OUT_DIR = Path("data/samples")
 
 
-def sample_model(name: str, params: P.Params, model_dir: Path = Path("models")) -> list[dict]:
+def sample_model(
+    name: str, params: P.Params, model_dir: Path = Path("models"), prompt_files: tuple[Path, ...] = (PROMPTS,)
+) -> list[list[dict]]:
+    """The model's replies to each file's prompts, file by file (each decoded alone: the same replies whatever
+    other files there are)."""
     import torch
 
-    prompts = [r for _, r in iter_jsonl(PROMPTS)]
+    sets = [[r for _, r in iter_jsonl(f)] for f in prompt_files]
     tok = load_tokenizer(str(model_dir / name))
     model = load_policy(model_dir / name)  # float32, as the study decoded
-    check_context(model, tok, [r["prompt"] for r in prompts], params.sample, name)
+    check_context(model, tok, [r["prompt"] for prompts in sets for r in prompts], params.sample, name)
     if dist.world_size() > 1:
         model = model.to(dist.state().device)
     elif torch.cuda.is_available() and params.sample.device == "auto":
         model = model.to("cuda")
-    # Each process generates for a contiguous share of the prompts; gathered back in prompt order.
-    gens = dist.map_in_order(
-        [r["prompt"] for r in prompts], lambda share: generate(model, tok, share, params.sample, params.seed)
-    )
-    return [
-        {
-            "model": name,
-            "prompt_set": r["prompt_set"],
-            "prompt_id": r["prompt_id"],
-            "prompt": r["prompt"],
-            "response": g.response,
-            "n_tokens": g.n_tokens,
-            "stopped_by": g.stopped_by,
-        }
-        for r, g in zip(prompts, gens)
-    ]
+    out = []
+    for prompts in sets:
+        # Each process generates for a contiguous share of the prompts; gathered back in prompt order.
+        gens = (
+            dist.map_in_order(
+                [r["prompt"] for r in prompts], lambda share: generate(model, tok, share, params.sample, params.seed)
+            )
+            if prompts
+            else []
+        )
+        out.append(
+            [
+                {
+                    "model": name,
+                    "prompt_set": r["prompt_set"],
+                    "prompt_id": r["prompt_id"],
+                    **({"type": r["type"], "label": r["label"]} if "label" in r else {}),
+                    "prompt": r["prompt"],
+                    "response": g.response,
+                    "n_tokens": g.n_tokens,
+                    "stopped_by": g.stopped_by,
+                }
+                for r, g in zip(prompts, gens)
+            ]
+        )
+    return out
 
 
 def check_context(model, tok, prompts: list[str], s: P.SampleParams, name: str) -> None:
@@ -59,7 +77,7 @@ def check_context(model, tok, prompts: list[str], s: P.SampleParams, name: str) 
     context = getattr(model.config, "max_position_embeddings", None)
     if not context:
         return
-    longest = min(max(len(tok(p)["input_ids"]) for p in prompts), s.max_prompt_tokens)
+    longest = min(max((len(tok(p)["input_ids"]) for p in prompts), default=0), s.max_prompt_tokens)
     if longest + s.max_new_tokens > context:
         raise StageError(
             f"params.yaml: sample.max_new_tokens: {s.max_new_tokens} new tokens after a prompt of up to "
@@ -72,10 +90,12 @@ def check_context(model, tok, prompts: list[str], s: P.SampleParams, name: str) 
 def main(argv: list[str] | None = None) -> None:
     name, params = per_model_stage(argv, __doc__.splitlines()[0])
     started = time.perf_counter()
-    rows = sample_model(name, params)
+    rows, xstest = sample_model(name, params, prompt_files=(PROMPTS, XSTEST))
     if not dist.is_main():
         return
     write_jsonl(OUT_DIR / f"{name}.jsonl", rows)
+    write_jsonl(OUT_DIR / f"{name}.xstest.jsonl", xstest)
+    rows = rows + xstest
     spent, new_tokens = time.perf_counter() - started, sum(r["n_tokens"] for r in rows)
     log_timing(
         f"sample@{name}",

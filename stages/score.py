@@ -2,10 +2,11 @@
 
     python -m stages.score sft
 
-Writes data/scores/<model>.jsonl: the sample fields plus `rewards: {<judge name>: float}` (the public
-scored-response schema the metrics stage reads; see docs/reproducibility.md) and
-data/scores/<model>.judges.json (each judge's
-source and revision).
+Writes data/scores/<model>.jsonl: the sample fields plus `rewards: {<judge name>: float}` from the reward judges and,
+when there are judges of refusal, `labels: {<judge name>: {refusal: bool | null, ...}}` (the public scored-response
+schema the metrics stage reads; see docs/reproducibility.md); data/scores/<model>.xstest.jsonl: XSTest's replies
+(data/samples/<model>.xstest.jsonl) with the labelling judges' `labels` (rewards answer the study's questions only);
+and data/scores/<model>.judges.json (each judge's source and revision).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from stages.core import distributed as dist
 from stages.core.io import fail_cleanly, iter_jsonl, write_json, write_jsonl
 from stages.core.modeling import per_model_stage
 from stages.core.runinfo import log_timing
-from stages.judges import score_rows, specs
+from stages.judges import gives_reward, score_rows, specs
 
 SAMPLES = Path("data/samples")
 OUT_DIR = Path("data/scores")
@@ -27,8 +28,12 @@ OUT_DIR = Path("data/scores")
 def main(argv: list[str] | None = None) -> None:
     name, params = per_model_stage(argv, __doc__.splitlines()[0])
     rows = [r for _, r in iter_jsonl(SAMPLES / f"{name}.jsonl")]
+    xstest = [r for _, r in iter_jsonl(SAMPLES / f"{name}.xstest.jsonl")]
     started = time.perf_counter()
-    scored, sources = score_rows(rows, specs(params))
+    judges = specs(params)
+    scored, sources = score_rows(rows, judges)
+    labellers = [j for j in judges if not gives_reward(j)]
+    xstest_scored = score_rows(xstest, labellers)[0]
     if not dist.is_main():
         return
     spent = time.perf_counter() - started
@@ -42,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         },
     )
     write_jsonl(OUT_DIR / f"{name}.jsonl", scored)
+    write_jsonl(OUT_DIR / f"{name}.xstest.jsonl", xstest_scored)
     write_json(OUT_DIR / f"{name}.judges.json", {"judges": sources})
     print(f"score@{name}: {len(scored)} responses x {len(sources)} judge(s)")
 

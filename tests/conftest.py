@@ -139,8 +139,9 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 def build_tiny_base(folder: Path) -> Path:
-    """Run download, prompts, clean and base of the tiny configuration in `folder` (models/base and its data)."""
-    from stages import clean, download, prompts, train
+    """Run download, prompts, xstest, clean and base of the tiny configuration in `folder` (models/base and its
+    data)."""
+    from stages import clean, download, prompts, train, xstest
 
     cwd = os.getcwd()
     os.chdir(folder)
@@ -148,6 +149,7 @@ def build_tiny_base(folder: Path) -> Path:
         write_params(folder / "params.yaml", tiny_params())
         download.main()
         prompts.main()
+        xstest.main()
         clean.main()
         train.main(["base"])
     finally:

@@ -54,6 +54,7 @@ OUTPUTS = [
 STAGES = [
     ["stages.download"],
     ["stages.prompts"],
+    ["stages.xstest"],
     ["stages.clean"],
     ["stages.train", "base"],
     ["stages.reward_model"],
@@ -103,7 +104,7 @@ def test_another_machines_settings_give_the_same_bytes(tmp_path):
 
 def test_without_the_pin_the_same_comparison_fails(tmp_path):
     """The control: unpinned, one core instead of two changes how torch splits its sums, and the model differs."""
-    upto_base = STAGES[:4]
+    upto_base = STAGES[: STAGES.index(["stages.train", "base"]) + 1]
     here, other = side_by_side(
         (tmp_path / "here", {"ALIGN_CPU_PIN": "off", "OMP_NUM_THREADS": "2"}, False, upto_base),
         (tmp_path / "other", {"ALIGN_CPU_PIN": "off", **OTHER_MACHINE}, True, upto_base),

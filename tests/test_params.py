@@ -5,6 +5,7 @@ import re
 import pytest
 
 from commands import compose
+from stages import judges
 from stages.core import params as P
 from stages.core.io import StageError
 
@@ -48,7 +49,8 @@ def test_study_profiles_pin_every_hub_download(monkeypatch, name):
     params = P.validate(compose.compose(name))
     refs = {repo: rev for _, repo, rev in params.hub_references()}
     expected = {"Anthropic/hh-rlhf", "facebook/opt-350m", "OpenAssistant/reward-model-deberta-v3-large-v2"}
-    assert set(refs) == expected | ({"Skywork/Skywork-Reward-V2-Qwen3-0.6B"} if name == "improved" else set())
+    improved = {"Skywork/Skywork-Reward-V2-Qwen3-0.6B", "Qwen/Qwen3Guard-Gen-0.6B"}  # second opinions, a classifier
+    assert set(refs) == expected | (improved if name == "improved" else set())
     assert all(re.fullmatch(r"[0-9a-f]{40}", rev) for rev in refs.values())
     # opt-350m exists only as pytorch_model.bin: its digest is the one pickle these profiles trust
     assert re.fullmatch(r"[0-9a-f]{64}", params.base.pickle_sha256)
@@ -74,7 +76,7 @@ def test_study_profile_refuses_unpinned_hub_downloads(monkeypatch, edit, message
     p = compose.compose("study")
     edit(p)
     with pytest.raises(StageError) as exc:
-        P.validate(p)
+        judges.specs(P.validate(p))  # the file's schema, then each judge entry by its kind
     assert message in str(exc.value) and "\n" not in str(exc.value)
 
 
@@ -106,7 +108,21 @@ def test_local_folders_need_no_pin(monkeypatch, tmp_path):
         (lambda p: p.update(sft=[1, 2]), "sft: a training method's section must be a mapping"),
         (lambda p: p["sample"].update(batch_size=0), "sample.batch_size: Input should be greater than or equal to 1"),
         (lambda p: p["score"]["judges"][0]["thresholds"].update(harmful="low"), "score.judges.0.thresholds.harmful"),
-        (lambda p: p["score"]["judges"][0].pop("thresholds"), "score.judges.0.thresholds: Field required"),
+        (
+            lambda p: p["score"]["judges"][0].pop("thresholds"),
+            "score.judges.0.thresholds: judge 'judge' (pipeline) needs",
+        ),
+        (
+            lambda p: p["score"]["judges"].append(
+                {"name": "refusal", "kind": "string_match", "thresholds": {"harmful": 0.0, "helpful": 0.0}}
+            ),
+            "score.judges.2.thresholds: judge 'refusal' (string_match) gives labels, not a reward",
+        ),
+        (lambda p: p["xstest"].update(source="file", file=None), "xstest.file: source 'file' needs"),
+        (
+            lambda p: p["xstest"].update(file="https://example.org/x.csv", sha256=None),
+            "xstest.sha256: a file fetched by URL",
+        ),
         (lambda p: p.pop("seed"), "seed: Field required"),
     ],
 )
@@ -114,5 +130,5 @@ def test_bad_params_name_the_key(edit, message):
     p = tiny_params()
     edit(p)
     with pytest.raises(StageError) as exc:
-        P.validate(p)
+        judges.specs(P.validate(p))  # the file's schema, then each judge entry by its kind
     assert message in str(exc.value) and "\n" not in str(exc.value)

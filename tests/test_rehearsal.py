@@ -36,6 +36,7 @@ SCALE = {
 STAGES = [
     "download",
     "prompts",
+    "xstest",
     "clean",
     "train@base",
     "train@sft",
@@ -199,3 +200,17 @@ def test_the_study_path_runs_offline_end_to_end(profile, rehearsals, cache):
         # the improved profile trains every model of conf/models/all.yaml: ORPO too, with no edit anywhere
         assert "Running stage 'train@orpo'" in log and "Running stage 'score@orpo'" in log
         check_orpo_in_results(repo)
+        # over-refusal: XSTest answered by every model, labelled by the string match and by the classifier's
+        # look-alike (pinned, safetensors), whose answers are in Qwen3Guard's format for some dialogues only
+        assert judges["guard"]["revision"] == pins["Qwen/Qwen3Guard-Gen-0.6B"]
+        assert judges["guard"]["weights"] == {"format": "safetensors"}
+        xstest = [json.loads(x) for x in (repo / "data/scores/sft_dpo.xstest.jsonl").read_text().splitlines()]
+        assert len(xstest) == (450 if cache["prompts"]["xstest"].startswith("the authors'") else 45)
+        refusal = json.loads((repo / "metrics/refusal.json").read_text())
+        assert set(refusal["sft_dpo"]) == {"string_match", "guard"}
+        guard = [r for m in refusal for r in [refusal[m]["guard"]]]
+        keys = ("over_refusal", "correct_refusal", "refusal_harmful", "harm_rate")
+        assert sum(g[f"n_{k}"] for g in guard for k in keys) > 0  # parsed answers...
+        assert sum(g[f"unreadable_{k}"] for g in guard for k in keys) > 0  # ...and unreadable ones, counted
+        assert all(g[f"n_{k}"] + g[f"unreadable_{k}"] > 0 for g in guard for k in keys)
+        assert calibration["guard"]["refusal"]["labelled"] > 0 and "string_match" in calibration

@@ -124,7 +124,7 @@ def test_each_kind_reads_only_its_own_fields_and_the_kinds_are_the_package(tmp_p
     one line naming it; a kind is a module of stages/judges/, and params.yaml names the package when it is not."""
     from stages.core.io import StageError
 
-    assert set(judges.kinds()) == {"pipeline", "sequence_classifier"}
+    assert set(judges.kinds()) == {"pipeline", "safety_classifier", "sequence_classifier", "string_match"}
     raw = tiny_params()
     raw["score"]["judges"][0]["max_length"] = 256  # the pipeline judge has no tokenizer limit
     with pytest.raises(StageError, match=r"^params.yaml: score.judges.0.max_length: unknown key"):
@@ -133,7 +133,7 @@ def test_each_kind_reads_only_its_own_fields_and_the_kinds_are_the_package(tmp_p
     with pytest.raises(
         StageError,
         match=r"score.judges.0.kind: no judge kind 'classifier' \(stages/judges/: pipeline, "
-        r"sequence_classifier\)",
+        r"safety_classifier, sequence_classifier, string_match\)",
     ):
         P.validate(raw)
 

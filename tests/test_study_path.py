@@ -181,7 +181,7 @@ def test_pin_fetches_what_the_stages_read_and_prints_the_hub_commands(cache, tmp
         ).stdout.splitlines()
 
     commands = fetch_commands()
-    assert len(commands) == 4 and all(c.startswith("hf download ") for c in commands)
+    assert len(commands) == 5 and all(c.startswith("hf download ") for c in commands)
     assert f"hf download facebook/opt-350m --revision {OPT_COMMIT} --include" in commands[1]
     assert "'pytorch_model.bin'" in commands[1] and "'pytorch_model.bin'" not in commands[2]  # only where trusted
     doc = (ROOT / "docs/study-on-gpu.md").read_text()

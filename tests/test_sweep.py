@@ -171,7 +171,11 @@ def test_sweep_runs_the_grid_as_experiments_sharing_sft_per_seed(workspace, tmp_
     seeds = json.loads((dst / "metrics/seeds.json").read_text())
     assert sorted(seeds["seeds"]) == [1, 2] and seeds["runs"] == 2
     claims = seeds["judges"]["judge"]["claims"]
-    assert len(claims) == 13 and {c["status"] for c in claims} <= {"supported", "not supported", "contradicted"}
+    assert len(claims) == 14 and {c["status"] for c in claims} <= {"supported", "not supported", "contradicted"}
+    # the claim that matters, from the runs' own XSTest labels and each judge's measured accuracy
+    (over,) = [c for c in claims if "without raising over-refusal (string_match)" in c["claim"]]
+    assert over["counts"] == (over["status"] if over["judge_valid"] else "not counted")
+    assert [d["metric"] for d in over["differences"]] == ["harm_lowered", "over_refusal"]
     cas = seeds["judges"]["judge"]["rates"]["sft_dpo"]["cas"]
     assert len(cas["per_run"]) == 2 and cas["ci"][0] <= cas["mean"] <= cas["ci"][1]
     table = (dst / "metrics/seeds.md").read_text()

@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .rates import RATES
+from .rates import NOT_MODELS, RATES
 
 METRIC_KEYS = {"hmr": "harmless_rate", "hpr": "helpful_rate", "cas": "cas"}  # short name: details.json's key
 # Refusal phrases at the start of a reply, lower-cased (the XSTest paper's string-match baseline, as a filter here).
@@ -90,7 +90,7 @@ def read_run(read, name: str, rev: str, params: dict, outputs: dict | None = Non
     if text is None:
         raise FileNotFoundError(f"{DETAILS} (run {name}): no metrics")
     details = json.loads(text)
-    models = [m for m in details if m != "judge_agreement"]
+    models = [m for m in details if m not in NOT_MODELS]
     scores, curves = {}, {}
     for m in models:
         rows = read(SCORES.format(model=m)) or ""
@@ -103,7 +103,7 @@ def read_run(read, name: str, rev: str, params: dict, outputs: dict | None = Non
 
 
 def models_of(run: Run) -> list[str]:
-    return [m for m in run.details if m != "judge_agreement"]
+    return [m for m in run.details if m not in NOT_MODELS]
 
 
 def labels_of(params: dict) -> dict[str, str]:
@@ -268,8 +268,26 @@ def curves_chart(runs: list[Run], names: dict[str, str]) -> str:
     return f'<figure class="chart">{svg(spec)}</figure>'
 
 
+def judge_accuracy(calibration: dict) -> dict:
+    """{judge: {what: "value [95% interval]"}} from metrics/calibration.json: a reward judge's pairwise accuracy on
+    held-out HH pairs, a refusal judge's balanced accuracy on labelled replies."""
+    out = {}
+    for judge, c in calibration.items():
+        got = {}
+        for k, v in c.items():
+            if k.endswith("accuracy") and v is not None:
+                ci = c.get(k + "_ci")
+                got[k] = f"{v} [{ci[0]}, {ci[1]}]" if ci else v
+            elif isinstance(v, dict) and v.get("balanced_accuracy") is not None:
+                ci = v["balanced_accuracy_ci"]
+                got[f"{k}_balanced_accuracy"] = f"{v['balanced_accuracy']} [{ci[0]}, {ci[1]}]"
+        out[judge] = got
+    return out
+
+
 def claims_table(claims: list[dict], accuracy: dict) -> str:
-    """claims: [{group, judge, claim, status}]; accuracy: {judge: {label: value}} (the calibration's, where any)."""
+    """claims: [{group, judge, claim, status, counts}]; accuracy: {judge: {label: value}} (the calibration's, where
+    any). A claim whose judge is not above chance (`counts`: not counted) is shown so."""
     if not claims:
         return "<p class=note>No claims: gather seeds first (python -m commands.gather).</p>"
     judges = sorted({c["judge"] for c in claims})
@@ -285,13 +303,16 @@ def claims_table(claims: list[dict], accuracy: dict) -> str:
         for t in texts:
             cells = []
             for j in judges:
-                status = next((c["status"] for c in claims if (c["group"], c["claim"], c["judge"]) == (g, t, j)), "-")
-                cells.append(f'<td class="{esc(status.replace(" ", "-"))}">{esc(status)}</td>')
+                found = next((c for c in claims if (c["group"], c["claim"], c["judge"]) == (g, t, j)), None)
+                status = found["status"] if found else "-"
+                shown = status + (" (judge not valid)" if found and found.get("counts") == "not counted" else "")
+                cells.append(f'<td class="{esc(status.replace(" ", "-"))}">{esc(shown)}</td>')
             rows.append(f"<tr><td>{esc(t)}</td><td>{esc(g)}</td>{''.join(cells)}</tr>")
     return (
         f'<table id="claims-table"><thead><tr><th>claim</th><th>runs</th>{head}</tr></thead>'
         f"<tbody>{''.join(rows)}</tbody></table>"
-        "<p class=note>At 95% over seeds and prompts (python -m commands.gather).</p>"
+        "<p class=note>At 95% over seeds and prompts (python -m commands.gather); a claim counts only under a judge "
+        "whose own accuracy interval lies above 0.5.</p>"
     )
 
 

@@ -90,6 +90,30 @@ class PromptsParams(Section):
         return self
 
 
+class XstestSynthetic(Section):
+    safe: int = PosInt  # safe prompts that sound unsafe (homonyms, figurative language, definitions)
+    unsafe: int = PosInt  # unsafe contrasts, which a model should refuse
+    labelled_prompts: int = Field(ge=0, le=1000)  # prompts whose labelled replies measure each refusal judge
+
+
+class XstestParams(Section):
+    """XSTest (stage `xstest`): `none` (the study), `synthetic` (offline templates) or `file` (the authors' CSV: id,
+    prompt, type, label; a local path, or a URL with its sha256 pinned)."""
+
+    source: Literal["none", "synthetic", "file"]
+    file: Optional[str]
+    sha256: Optional[str] = Sha256
+    synthetic: XstestSynthetic
+
+    @model_validator(mode="after")
+    def _file_is_named(self):
+        if self.source == "file" and not self.file:
+            raise ValueError("file: source 'file' needs the CSV's path or URL")
+        if self.file and self.file.startswith(("http://", "https://")) and not self.sha256:
+            raise ValueError("sha256: a file fetched by URL needs its sha256 pinned")
+        return self
+
+
 class CleanRules(Section):
     prompt_mismatch: bool
     ends_with_human_turn: bool
@@ -188,7 +212,7 @@ class JudgeEntry(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     kind: str  # a module of stages/judges/
     round_to: Optional[int] = Field(default=None, ge=0, le=12)
-    thresholds: Thresholds
+    thresholds: Optional[Thresholds] = None  # a reward judge's (a labelling kind has none: stages/judges/)
 
     @model_validator(mode="after")
     def _known_kind(self):
@@ -248,6 +272,7 @@ class Params(Section):
     models: dict[str, ModelEntry] = Field(min_length=1)
     download: DownloadParams
     prompts: PromptsParams
+    xstest: XstestParams
     clean: CleanParams
     base: BaseParams
     judge: JudgeParams

@@ -25,6 +25,16 @@ METRICS_FILE = (
 DETAILS_FILE = (
     "metrics/details.json"  # every other number (intervals, win rates, rewards, agreement): in git, not declared
 )
+REFUSAL_FILE = "metrics/refusal.json"  # declared DVC metrics too: over-refusal and correct refusal per model and judge
+NOT_MODELS = ("judge_agreement", "judges")  # DETAILS_FILE's top-level keys that are not models
+# What a judge of refusal's labels give, per model: (key, label, prompt set, label value counted, name in tables).
+# Over-refusal: XSTest's safe prompts refused (lower is better); correct refusal: its unsafe ones refused.
+REFUSAL_RATES = [
+    ("over_refusal", "refusal", "xstest_safe", True, "over-refusal"),
+    ("correct_refusal", "refusal", "xstest_unsafe", True, "correct refusal"),
+    ("refusal_harmful", "refusal", "harmful", True, "refusal of the study's harmful prompts"),
+    ("harm_rate", "harm", "harmful", True, "harmful replies to the study's harmful prompts"),
+]
 # key in METRICS_FILE -> (key in DETAILS_FILE, model-card metric type, name in tables)
 RATES = {
     "hmr": ("harmless_rate", "harmlessness_rate", "HmR"),

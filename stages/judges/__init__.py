@@ -1,8 +1,10 @@
-"""Judges: each gives one float per (prompt, response). One module per kind (`score.judges[].kind`), each holding one
-`Judge` subclass with all there is to know about its kind: its own params entry (`Spec`: the fields it uses and no
-other), how it loads and scores, which hub files it needs (`hub_files`, read by `commands.pin`) and which look-alike
-the offline rehearsal builds for it (`lookalike`, read by `commands.rehearse`). The kinds are the modules of this
-package, listed nowhere else; stages/core/params.py checks only what every judge has (name, kind, thresholds).
+"""Judges: each gives, per (prompt, response), either one float (a reward, compared with its `thresholds`) or labels
+(`refusal`, `harm`: true, false, or None where its answer could not be read). One module per kind
+(`score.judges[].kind`), each holding one `Judge` subclass with all there is to know about its kind: what it gives
+(`gives`), its own params entry (`Spec`: the fields it uses and no other), how it loads and scores or labels, which hub
+files it needs (`hub_files`, read by `commands.pin`) and which look-alike the offline rehearsal builds for it
+(`lookalike`, read by `commands.rehearse`). The kinds are the modules of this package, listed nowhere else;
+stages/core/params.py checks only what every judge has (name, kind; thresholds where it gives a reward).
 
 A new kind is a module here, its entry in `score.judges` (conf/), and its test.
 """
@@ -26,15 +28,21 @@ class Spec(P.Section):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     kind: str
     round_to: Optional[int] = Field(default=None, ge=0, le=12)  # decimals each reward keeps (the study: 4); null: all
-    thresholds: P.Thresholds  # what counts as harmless / helpful for this judge
+    thresholds: Optional[P.Thresholds] = None  # a reward judge's: what counts as harmless / helpful (labellers: none)
+
+
+LABELS = ("refusal", "harm")  # what a labelling judge may say of a reply: it refuses; it is harmful
 
 
 class Judge:
-    """A kind of judge. Declares `kind` (its module's name) and `Spec`; scores with `__call__(prompts, responses)`;
-    `record` says what was loaded (source, revision, weights format) for data/scores/<model>.judges.json."""
+    """A kind of judge. Declares `kind` (its module's name), `Spec` and `gives`: ("reward",) for a judge that scores
+    with `__call__(prompts, responses)`, or the labels it gives (a subset of LABELS) for one that labels with
+    `label(prompts, responses)`; `record` says what was loaded (source, revision, weights format) for
+    data/scores/<model>.judges.json."""
 
     kind: ClassVar[str]
     Spec: ClassVar[type[Spec]]
+    gives: ClassVar[tuple[str, ...]] = ("reward",)
     record: dict
 
     def __init_subclass__(cls, **kwargs):
@@ -44,6 +52,8 @@ class Judge:
             raise TypeError(f"{cls.__module__}.{cls.__name__}: kind must be its module's name, '{module}'")
         if not (isinstance(getattr(cls, "Spec", None), type) and issubclass(cls.Spec, Spec)):
             raise TypeError(f"{cls.__module__}.{cls.__name__}: Spec must extend stages.judges.Spec")
+        if cls.gives != ("reward",) and not (cls.gives and set(cls.gives) <= set(LABELS)):
+            raise TypeError(f"{cls.__module__}.{cls.__name__}: gives must be ('reward',) or labels among {LABELS}")
 
     @classmethod
     def from_spec(cls, spec) -> Judge:
@@ -61,6 +71,14 @@ class Judge:
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         raise NotImplementedError
+
+    def label(self, prompts: list[str], responses: list[str]) -> list[dict[str, bool | None]]:
+        """Per reply, each label of `gives`: True, False, or None where the judge's answer could not be read."""
+        raise NotImplementedError
+
+
+def gives_reward(spec: Spec) -> bool:
+    return kinds()[spec.kind].gives == ("reward",)
 
 
 def kinds() -> dict[str, type[Judge]]:
@@ -87,9 +105,16 @@ def specs(params: P.Params) -> list[Spec]:
     out = []
     for i, entry in enumerate(params.score.judges):
         try:
-            out.append(known[entry.kind].Spec.model_validate(entry.model_dump()))
+            spec = known[entry.kind].Spec.model_validate(entry.model_dump())
         except ValidationError as exc:
             raise StageError(f"params.yaml: score.judges.{i}.{P._describe(exc.errors()[0])}") from None
+        reward = known[entry.kind].gives == ("reward",)
+        if reward != (spec.thresholds is not None):
+            need = "needs its thresholds" if reward else "gives labels, not a reward: it has no thresholds"
+            raise StageError(f"params.yaml: score.judges.{i}.thresholds: judge '{spec.name}' ({spec.kind}) {need}")
+        if not reward and spec.round_to is not None:
+            raise StageError(f"params.yaml: score.judges.{i}.round_to: judge '{spec.name}' gives labels, not rewards")
+        out.append(spec)
     return out
 
 
@@ -110,15 +135,20 @@ def load_judge(spec: Spec):
 
 
 def score_rows(rows: list[dict], judges: list[Spec]) -> tuple[list[dict], dict]:
-    """Each row with `rewards: {judge: float}`, and what each judge loaded."""
-    rewards = {}
-    sources = {}
+    """Each row with `rewards: {judge: float}` from the reward judges and, when there are labelling judges,
+    `labels: {judge: {label: true | false | null}}`; and what each judge loaded."""
+    rewards, labels, sources = {}, {}, {}
     for spec in judges:
         judge = load_judge(spec)
+        call = judge if gives_reward(spec) else judge.label
         # Each process scores a contiguous share; gathered back in row order.
-        rewards[spec.name] = map_in_order(
-            rows, lambda share: judge([r["prompt"] for r in share], [r["response"] for r in share])
-        )
-        sources[spec.name] = {"kind": spec.kind, "path": spec.path, **judge.record}
-    out = [r | {"rewards": {name: rewards[name][i] for name in rewards}} for i, r in enumerate(rows)]
+        found = map_in_order(rows, lambda share: call([r["prompt"] for r in share], [r["response"] for r in share]))
+        (rewards if gives_reward(spec) else labels)[spec.name] = found
+        sources[spec.name] = {"kind": spec.kind, "path": getattr(spec, "path", None), **judge.record}
+    out = []
+    for i, r in enumerate(rows):
+        row = r | {"rewards": {name: rewards[name][i] for name in rewards}}
+        if labels:
+            row["labels"] = {name: labels[name][i] for name in labels}
+        out.append(row)
     return out, sources
