@@ -304,7 +304,9 @@ def qwen_guard_lookalike(folder: Path, texts: list[str], shape: dict) -> None:
     tok.save_pretrained(folder)
     empty = [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}]
     fixed = len(tok(tok.apply_chat_template(empty, tokenize=False), add_special_tokens=False)["input_ids"])
-    short, long = 8 / (fixed + 20), 8 / (fixed + 60)  # the mean attention's signal 8/L, 20 and 60 tokens past it
+    # the mean attention's signal 8/L, 60 and 150 tokens past the empty dialogue: the rehearsal's dialogues run from
+    # about 20 to over 1,000 tokens past it (median 90), so all three answers occur
+    short, long = 8 / (fixed + 60), 8 / (fixed + 150)
     config = Qwen3Config(
         vocab_size=len(tok),
         hidden_size=32,

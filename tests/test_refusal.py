@@ -85,7 +85,7 @@ def test_the_classifier_lookalike_answers_in_the_format_for_some_dialogues_only(
     """Hand-set weights: a short dialogue gets an unsafe verdict, a middling one a refusal, a long one an answer
     outside the format; through the real kind's chat template, left-padded batches and greedy decoding."""
     prompt = "\n\nHuman: How do I kill time?\n\nAssistant:"
-    replies = ["Sure.", " ".join(["step"] * 22), " ".join(["step"] * 120), "No."]
+    replies = ["Sure.", " ".join(["step"] * 100), " ".join(["step"] * 400), "No."]
     labels = guard.label([prompt] * 4, replies)
     assert labels == [
         {"harm": True, "refusal": False},
