@@ -14,10 +14,16 @@ WALL_CLOCK = ("runtime", "per_second", "_time")  # log keys that measure the mac
 
 
 class FiniteGuard:
-    """Stop training at the first non-finite loss or gradient, with one line naming the stage and the step.
+    """Stop training at the first non-finite loss or gradient, with one line naming the stage and the step, before any
+    checkpoint or the final model is written.
 
     Without it a float16 model (or a too-high learning rate) trains on in NaN: the Trainer's logged loss hides it
     and the stage saves NaN weights that later stages turn into empty responses and a metrics file that looks valid.
+
+    Attached to its Trainer (`attach`), it reuses the gradient norm the Trainer computes before every optimizer step
+    (for clipping and logging) and keeps the first non-finite step in a device-side counter: nothing waits for the
+    device on the steps between. The counter is read at each logging step, before each checkpoint and at the end of
+    training. Unattached (a Trainer without that hook), it computes the norm itself before every step, as it used to.
     """
 
     def __init__(self, stage: str):
@@ -31,11 +37,12 @@ class FiniteGuard:
                     guard.check_dtype(model)
 
             def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-                if args.fp16 or model is None:  # fp16's loss scaler skips steps with inf gradients by design
+                if guard.attached or args.fp16 or model is None:  # fp16's loss scaler skips inf steps by design
                     return
                 guard.check_gradients(model, state.global_step + 1)
 
-            def on_log(self, args, state, control, logs=None, **kwargs):
+            def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+                guard.check_recorded(model, state.global_step)
                 for k in ("loss", "grad_norm"):
                     v = (logs or {}).get(k)
                     if isinstance(v, float) and not math.isfinite(v):
@@ -44,7 +51,50 @@ class FiniteGuard:
                             "model's dtype and the learning rate)"
                         )
 
+            def on_train_end(self, args, state, control, model=None, **kwargs):
+                guard.check_recorded(model, state.global_step)
+
         self.stage, self.callback = stage, Callback()
+        self.attached = False
+        self.first_bad = None  # a device tensor: the first optimizer step whose gradient norm was not finite, or 0
+
+    def attach(self, trainer) -> None:
+        """Record the Trainer's own gradient norm at every optimizer step, and check it before every checkpoint."""
+        get_norm, save = getattr(trainer, "_get_grad_norm", None), getattr(trainer, "_save_checkpoint", None)
+        if get_norm is None or save is None or trainer.args.fp16:  # another Trainer: the per-step check stays
+            return
+        guard = self
+
+        def recorded_norm(model, grad_norm=None):
+            norm = get_norm(model, grad_norm=grad_norm)
+            guard.record(norm, trainer.state.global_step + 1)
+            return norm
+
+        def checked_save(model, *args, **kwargs):
+            guard.check_recorded(model, trainer.state.global_step)
+            return save(model, *args, **kwargs)
+
+        trainer._get_grad_norm, trainer._save_checkpoint = recorded_norm, checked_save
+        self.attached = True
+
+    def record(self, norm, step: int) -> None:
+        import torch
+
+        if not isinstance(norm, torch.Tensor):  # DeepSpeed gives a float: already on the host
+            norm = torch.tensor(float(norm) if norm is not None else 0.0)
+        if self.first_bad is None:
+            self.first_bad = torch.zeros((), dtype=torch.long, device=norm.device)
+        self.first_bad = torch.where((self.first_bad == 0) & ~torch.isfinite(norm), step, self.first_bad)
+
+    def check_recorded(self, model, step: int) -> None:
+        if self.first_bad is None or not int(self.first_bad):  # the one read of the device, at these points only
+            return
+        bad = next((n for n, p in model.named_parameters() if not p.isfinite().all()), None) if model else None
+        where = f"; weights now non-finite from {bad}" if bad else ""
+        raise StageError(
+            f"{self.stage}: step {int(self.first_bad)}: non-finite gradient norm; stopping at step {step} before "
+            f"anything is saved{where} (check the precision and the learning rate)"
+        )
 
     def check_dtype(self, model) -> None:
         """Trainable weights are float32 whatever the precision (bf16/fp16 are autocast over float32 weights)."""

@@ -97,7 +97,8 @@ class TrainingRun:
 
     def callbacks(self, resume: bool) -> list:
         """Non-finite guard (every process); DVCLive curves and progress lines from the main process only."""
-        out = [FiniteGuard(self.stage).callback]
+        self.guard = FiniteGuard(self.stage)
+        out = [self.guard.callback]
         if self.cadence:
             out.append(CadenceCheck(self.stage, *self.cadence).callback)
         if dist.is_main():
@@ -107,9 +108,13 @@ class TrainingRun:
         return out
 
     def attach(self, trainer) -> None:
-        """Plain progress lines replace the Trainer's printing of raw log dicts when there is no terminal."""
+        """The guard reads the Trainer's own gradient norm (stages/core/callbacks.py); plain progress lines replace the
+        Trainer's printing of raw log dicts when there is no terminal."""
         from transformers.trainer_callback import PrinterCallback
 
+        guard = getattr(self, "guard", None)
+        if guard is not None:
+            guard.attach(trainer)
         if not interactive():
             trainer.remove_callback(PrinterCallback)
 
