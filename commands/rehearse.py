@@ -239,11 +239,10 @@ def deberta_lookalike(folder: Path, texts: list[str], shape: dict) -> str:
     return sha256_file(folder / "pytorch_model.bin")
 
 
-def qwen_lookalike(folder: Path, texts: list[str], shape: dict) -> None:
-    """Skywork/Skywork-Reward-V2-Qwen3-0.6B's traits: bfloat16 safetensors, a chat template."""
-    import torch
+def qwen_tokenizer(texts: list[str]):
+    """A byte-level BPE tokenizer with Qwen's special tokens (end of text, chat turns), trained on `texts`."""
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForSequenceClassification
+    from transformers import PreTrainedTokenizerFast
 
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     bpe = ByteLevelBPETokenizer(add_prefix_space=False)
@@ -255,9 +254,18 @@ def qwen_lookalike(folder: Path, texts: list[str], shape: dict) -> None:
         additional_special_tokens=specials[1:],
         model_max_length=32768,
     )
+    return tok
+
+
+def qwen_lookalike(folder: Path, texts: list[str], shape: dict) -> None:
+    """Skywork/Skywork-Reward-V2-Qwen3-0.6B's traits: bfloat16 safetensors, a chat template."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForSequenceClassification
+
+    tok = qwen_tokenizer(texts)
     tok.chat_template = QWEN_TEMPLATE
     tok.save_pretrained(folder)
-    dims = {"vocab_size": bpe.get_vocab_size(), **shape}
+    dims = {"vocab_size": tok.backend_tokenizer.get_vocab_size(), **shape}
     config = Qwen3Config(
         **dims, max_position_embeddings=4096, num_labels=1, tie_word_embeddings=False, pad_token_id=tok.pad_token_id
     )
@@ -286,19 +294,10 @@ def qwen_guard_lookalike(folder: Path, texts: list[str], shape: dict) -> None:
     short dialogue gets an unsafe verdict, a middling one a refusal, a long one an answer outside the format
     (unreadable), each a single token followed by the end token. The real model's dimensions are not needed here."""
     import torch
-    from tokenizers import AddedToken, ByteLevelBPETokenizer
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from tokenizers import AddedToken
+    from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    bpe = ByteLevelBPETokenizer(add_prefix_space=False)
-    bpe.train_from_iterator(texts, vocab_size=900, min_frequency=2, special_tokens=specials, show_progress=False)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=bpe._tokenizer,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=specials[1:],
-        model_max_length=32768,
-    )
+    tok = qwen_tokenizer(texts)
     tok.add_tokens([AddedToken(a, special=False, normalized=False) for a in GUARD_ANSWERS])
     tok.chat_template = GUARD_TEMPLATE
     tok.save_pretrained(folder)

@@ -14,9 +14,9 @@ from stages import xstest as xstest_stage
 from stages.core import params as P
 from stages.core import synthetic
 from stages.core.io import StageError
+from stages.core.rates import APOLOGIES, REFUSAL_OPENINGS, refused
 from stages.judges import kinds
 from stages.judges.safety_classifier import SafetyClassifier, SafetyClassifierSpec, parse
-from stages.judges.string_match import APOLOGIES, REFUSAL_OPENINGS, refused
 
 from .conftest import SHARED, tiny_params
 
