@@ -240,7 +240,13 @@ def main() -> None:
         **{name: apply(params(args, digests), SWITCHES[name]) for name in args.switch},
     }
     (work / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
-    for stage in (["stages.download"], ["stages.prompts"], ["stages.clean"], ["stages.train", "base"]):
+    for stage in (
+        ["stages.download"],
+        ["stages.prompts"],
+        ["stages.xstest"],
+        ["stages.clean"],
+        ["stages.train", "base"],
+    ):
         print(f"  {' '.join(stage):22s} {run(work, env, *stage):7.1f} s", file=sys.stderr, flush=True)
     logs: dict = {}
     for name, p in sets.items():  # the same data and base model; each switch set trains sft and dpo
