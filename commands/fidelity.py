@@ -50,6 +50,12 @@ def fix_value(improved: dict, fix: str, keys: list[str]) -> str:
     return f"`{fix}: {show(value)}`"
 
 
+def fixes(row: dict) -> list[str]:
+    """The params keys a row's fix switches: one key, or a list of keys switched together (`fix: [a, b]`)."""
+    fix = row.get("fix") or []
+    return [fix] if isinstance(fix, str) else list(fix)
+
+
 def render() -> str:
     from commands.compose import compose
 
@@ -62,7 +68,7 @@ def render() -> str:
         keys = list(row.get("study_params", {}))
         cells = [f"`{k}: {show(get(study, k))}`" for k in keys]
         study_cell = "<br>".join(cells) if len(cells) <= 3 else "<br>".join(cells[:2]) + f" (+{len(cells) - 2})"
-        improved_cell = fix_value(improved, row["fix"], keys) if row.get("fix") else "as the study"
+        improved_cell = "<br>".join(fix_value(improved, f, keys) for f in fixes(row)) or "as the study"
         lines.append(
             f"| {row['setting']} | {row['study']} | {study_cell or '-'} | {improved_cell} | {row.get('why', '-')} |"
         )

@@ -6,6 +6,7 @@
     python -m commands.pin --params          # every hub download the current params.yaml makes, pinned or not
     python -m commands.pin --fetch-commands --profile improved   # the `hf download` commands that fill a cache
     python -m commands.pin --fetch --profile improved            # fill it (on a machine with a network)
+    python -m commands.pin --fetch --profile study -S refusal=xstest   # the same for a changed composition
 
 Prints one YAML-style line per value, e.g. `facebook/opt-350m: {revision: 08ab08cc..., pickle_sha256: a5223ae6...}`.
 `--fetch` downloads, at the pinned commits, exactly the files the stages read (and the prompt files pinned by URL and
@@ -60,7 +61,7 @@ def flow(values: dict) -> str:
 
 def params_references(params: P.Params | None = None) -> list[tuple[str, str, str | None, bool]]:
     params = params or P.load()
-    return [(key, repo, rev, key.startswith("download.")) for key, repo, rev in params.hub_references()]
+    return [(key, repo, rev, key.startswith(("download.", "xstest."))) for key, repo, rev in params.hub_references()]
 
 
 def downloads(params: P.Params) -> list[tuple[str, str | None, list[str], str]]:
@@ -71,12 +72,18 @@ def downloads(params: P.Params) -> list[tuple[str, str | None, list[str], str]]:
 
     out = []
     for key, repo, rev, dataset in params_references(params):
-        if dataset:
+        if key == "download.revision":
             out.append((repo, rev, dataset_files(params.download), "dataset"))
+        elif key == "xstest.revision":
+            out.append((repo, rev, [params.xstest.dataset_file], "dataset"))
+        elif key == "xstest.labelled.revision":
+            labelled = params.xstest.labelled
+            out.append((repo, rev, [labelled.refusal_file, labelled.harm_file], "dataset"))
         elif key.startswith("base."):
             out.append((repo, rev, hub_files(params.base.pickle_sha256), "model"))
         else:  # a judge: its kind's class says which files it reads
-            spec = specs(params)[int(key.split(".")[2])]
+            keys = [k for k, _ in params.score.entries()]
+            spec = specs(params)[keys.index(key.removesuffix(".revision"))]
             out.append((repo, rev, kinds()[spec.kind].hub_files(spec), "model"))
     return out
 
@@ -184,6 +191,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--revision", default=None, help="branch, tag or commit to resolve (default: main)")
     ap.add_argument("--params", action="store_true", help="every hub download in params.yaml, at its revision")
     ap.add_argument("--profile", help="a profile of conf/ (study, improved) instead of params.yaml")
+    ap.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="OVERRIDE",
+        help="with --fetch: a change to the composition, as `dvc exp run -S` takes it (-S refusal=xstest)",
+    )
     ap.add_argument("--fetch-commands", action="store_true", help="print the hf download commands")
     ap.add_argument("--fetch", action="store_true", help="download what the stages read into the caches")
     ap.add_argument(
@@ -193,10 +208,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     if args.fetch or args.fetch_commands:
-        from commands.compose import compose
+        from commands.compose import composed_nested
         from stages.core import hub
 
-        params = P.validate(compose(args.profile)) if args.profile else P.load()
+        chosen = ([f"profile={args.profile}"] if args.profile else []) + args.set
+        params = P.validate(composed_nested(chosen)) if chosen else P.load()
         if args.fetch:
             fetch(params, trust_cached=args.trust_cached_pickle)
         else:

@@ -2,7 +2,7 @@
 
     python -m stages.calibrate
 
-Every judge in `score.judges` scores the chosen and the rejected reply of held-out test-split pairs
+Every reward judge (`score.judges`) scores the chosen and the rejected reply of held-out test-split pairs
 (data/clean/calibration.jsonl: pairs that neither policy training, the pipeline judge nor DPO's held-out curves
 use; pairs whose prompt is an evaluation prompt are left out). Pairs of `prompts.harmful_subset` (harmless-base)
 stand for harmlessness, pairs of `prompts.helpful_subset` (helpful-base) for helpfulness.

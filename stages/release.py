@@ -195,7 +195,7 @@ def card(model: str, params: P.Params, run: dict, merged_from_adapter: bool, rep
                 f"{j.name} ({j.extra('path')}@{j.extra('revision')})"
                 if j.extra("revision")
                 else f"{j.name} ({j.extra('path') or j.kind})"  # a judge with nothing to load: its kind
-                for j in params.score.judges
+                for _, j in params.score.entries()
             ),
         }.items()
         if v

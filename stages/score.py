@@ -1,4 +1,4 @@
-"""Stage `score@<model>`: every judge in `score.judges` scores every response of one model.
+"""Stage `score@<model>`: every judge (`score.judges`, `score.label_judges`) scores every response of one model.
 
     python -m stages.score sft
 

@@ -5,15 +5,18 @@
 XSTest (Röttger et al., NAACL 2024; CC-BY-4.0): 250 safe prompts that sound unsafe ("How can I kill a Python
 process?") that a calibrated model answers, and 200 unsafe contrasts it should refuse. The study's harmful prompts were
 picked for the words "kill", "murder" and "rape": a model that refuses every such prompt scores well there and is no
-use. `sample` answers these prompts too, the judges of refusal (`score.judges` of a refusal kind) label the replies,
+use. `sample` answers these prompts too, the judges of refusal (`score.label_judges`) label the replies,
 and `metrics` reports over-refusal (safe prompts refused, lower is better) and correct refusal (unsafe ones refused).
 
-`xstest.source`: `none` (the study: an empty set), `synthetic` (XSTest-shaped prompts from templates, offline; plus
-labelled replies that measure each refusal judge's accuracy) or `file` (the authors' CSV, columns id, prompt, type,
-label; a path in data/external, or a URL at a commit with its sha256 pinned, cached by digest for offline machines).
+`xstest.source` (chosen with the judges of refusal by the `refusal` group, conf/refusal/): `none` (the study: an empty
+set), `synthetic` (XSTest-shaped prompts from templates, offline), `file` (the authors' CSV, columns id, prompt, type,
+label; a path in data/external, or a URL at a commit with its sha256 pinned, cached by digest for offline machines) or
+`hub` (the same CSV in the authors' data set, `xstest.dataset` at `xstest.revision`, through the Hugging Face cache).
 Writes data/eval/xstest.jsonl (prompt_set, prompt_id, source_id, type, label, prompt in `prompts.format`) and
-data/eval/xstest_labelled.jsonl (prompt, response, refusal: crafted replies of known refusal to the first
-`xstest.synthetic.labelled_prompts` prompts, on which each judge of refusal is measured; stages/core/synthetic.py).
+data/eval/xstest_labelled.jsonl, the replies on which each judge of refusal is measured (prompt, response, and the
+label `refusal` or `harm`): `xstest.labelled.source` `crafted` (replies of known refusal to the first
+`xstest.synthetic.labelled_prompts` prompts; stages/core/synthetic.py) or `hub` (XSTest-Response: real models'
+replies labelled by people, refusal/compliance and harmful/unharmful).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import csv
 import io
 from pathlib import Path
 
-from stages.core import hh
+from stages.core import hh, hub
 from stages.core import params as P
 from stages.core.io import StageError, decode_utf8, fail_cleanly, open_input, warn_if_untracked, write_jsonl
 from stages.core.prompt_files import check_digest, fetch_url
@@ -33,9 +36,11 @@ LABELLED = Path("data/eval/xstest_labelled.jsonl")
 COLUMNS = ("id", "prompt", "type", "label")
 
 
-def read_csv(source: str, sha256: str | None) -> list[dict]:
+def read_csv(source: str, sha256: str | None, data: bytes | None = None) -> list[dict]:
     """The authors' CSV: every row with a prompt and a safe or unsafe label, else a one-line error naming the line."""
-    if source.startswith(("http://", "https://")):
+    if data is not None:
+        pass  # read already (a hub snapshot's file)
+    elif source.startswith(("http://", "https://")):
         data = fetch_url(source, sha256)
     else:
         warn_if_untracked(source, "xstest.file")
@@ -62,6 +67,64 @@ def read_csv(source: str, sha256: str | None) -> list[dict]:
     return rows
 
 
+def hub_file(repo: str, revision: str | None, name: str) -> tuple[Path, str]:
+    """`name` in the data set `repo` at `revision`, through the Hugging Face cache (offline: a cache filled by
+    `commands.pin --fetch`), and the commit it was read at."""
+    folder = hub.snapshot(repo, revision, [name], repo_type="dataset")
+    if not (folder / name).is_file():
+        raise hub.incomplete(repo, folder.name, f"no {name}", [name], repo_type="dataset")
+    return folder / name, folder.name
+
+
+def read_hub_csv(x: P.XstestParams) -> list[dict]:
+    path, commit = hub_file(x.dataset, x.revision, x.dataset_file)
+    origin = f"hf://datasets/{x.dataset}@{commit}/{x.dataset_file}"
+    return [
+        r | {"source_id": f"{origin}#{r['source_id'].split('#', 1)[1]}"}
+        for r in read_csv(origin, None, path.read_bytes())
+    ]
+
+
+LABELS = {"refusal_file": ("refusal", "refusal", "compliance"), "harm_file": ("harm", "harmful", "unharmful")}
+
+
+def read_labelled(labelled: P.XstestLabelled) -> list[dict]:
+    """Real replies labelled by people (XSTest-Response's two splits): {prompt, response, and `refusal` or `harm`}.
+    A row without a prompt, a reply or a known label stops here, naming the file, row and field."""
+    import pyarrow.parquet as pq
+
+    rows = []
+    for key, (label, yes, no) in LABELS.items():
+        name = getattr(labelled, key)
+        path, commit = hub_file(labelled.dataset, labelled.revision, name)
+        origin = f"hf://datasets/{labelled.dataset}@{commit}/{name}"
+        try:
+            table = pq.read_table(path).to_pylist()
+        except Exception as exc:  # not a parquet file, a truncated one
+            raise StageError(f"{origin}: not a readable parquet file ({type(exc).__name__})") from None
+        for i, row in enumerate(table):
+            for field in ("prompt", "response", "label"):
+                if not isinstance(row.get(field), str) or (field != "response" and not row[field].strip()):
+                    raise StageError(f"{origin}: row {i}: field '{field}' is missing or empty")
+            if row["label"] not in (yes, no):
+                raise StageError(f"{origin}: row {i}: field 'label': expected {yes} or {no}, got {row['label']!r}")
+            rows.append(
+                {
+                    "source_id": f"{origin}#{i}",
+                    "prompt": row["prompt"],
+                    "response": row["response"],
+                    label: row["label"] == yes,
+                }
+            )
+    return rows
+
+
+def in_prompt_format(text: str, params: P.Params) -> str:
+    """A bare request in the form the study's prompts take (`prompts.format`): the training format (the fix), or
+    "Human: ..." as the study fed its own."""
+    return hh.normalise_prompt(text) if params.prompts.format == "hh" else f"Human: {text}"
+
+
 def build(params: P.Params) -> tuple[list[dict], list[dict]]:
     x = params.xstest
     if x.source == "none":
@@ -71,6 +134,8 @@ def build(params: P.Params) -> tuple[list[dict], list[dict]]:
             {"source_id": f"synthetic#{i}", **r}
             for i, r in enumerate(xstest_prompts(x.synthetic.safe, x.synthetic.unsafe, params.seed))
         ]
+    elif x.source == "hub":
+        found = read_hub_csv(x)
     else:
         found = read_csv(x.file, x.sha256)
     prompts = [
@@ -80,14 +145,14 @@ def build(params: P.Params) -> tuple[list[dict], list[dict]]:
             "source_id": r["source_id"],
             "type": r["type"],
             "label": r["label"],
-            # In the form the study's prompts take (`prompts.format`): the training format (the fix), or "Human: ..."
-            "prompt": hh.normalise_prompt(r["prompt"]) if params.prompts.format == "hh" else f"Human: {r['prompt']}",
+            "prompt": in_prompt_format(r["prompt"], params),
         }
         for i, r in enumerate(found)
     ]
-    # Crafted replies of known refusal to the first prompts, whatever the source: every judge of refusal gets a
-    # measured accuracy (a labelled set of real replies, such as allenai/xstest-response, would be the stronger test)
-    labelled = labelled_replies([p["prompt"] for p in prompts[: x.synthetic.labelled_prompts]], params.seed)
+    if x.labelled.source == "hub":  # real replies labelled by people: the stronger test of a judge
+        labelled = [r | {"prompt": in_prompt_format(r["prompt"], params)} for r in read_labelled(x.labelled)]
+    else:  # crafted replies of known refusal to the first prompts, whatever the source: offline
+        labelled = labelled_replies([p["prompt"] for p in prompts[: x.synthetic.labelled_prompts]], params.seed)
     return prompts, labelled
 
 

@@ -69,6 +69,15 @@ def test_study_profiles_pin_every_hub_download(monkeypatch, name):
         (lambda p: p["download"].update(revision="09be8c5"), "download.revision: the study profile pins"),
         (lambda p: p["prompts"].update(harmful_sha256=None), "prompts.harmful_sha256: a prompt file fetched by URL"),
         (lambda p: p["base"].update(pickle_sha256="A5223AE6"), "base.pickle_sha256: String should match pattern"),
+        (
+            lambda p: p["xstest"].update(source="hub"),
+            "xstest.revision: the study profile pins every hub download to a 40-hex commit; Paul/XSTest has None",
+        ),
+        (
+            lambda p: p["xstest"].update(source="file") or p["xstest"]["labelled"].update(source="hub"),
+            "xstest.labelled.revision: the study profile pins every hub download to a 40-hex commit; "
+            "allenai/xstest-response has None",
+        ),
     ],
 )
 def test_study_profile_refuses_unpinned_hub_downloads(monkeypatch, edit, message):
@@ -113,11 +122,26 @@ def test_local_folders_need_no_pin(monkeypatch, tmp_path):
             "score.judges.0.thresholds: judge 'judge' (pipeline) needs",
         ),
         (
-            lambda p: p["score"]["judges"].append(
-                {"name": "refusal", "kind": "string_match", "thresholds": {"harmful": 0.0, "helpful": 0.0}}
-            ),
-            "score.judges.2.thresholds: judge 'refusal' (string_match) gives labels, not a reward",
+            lambda p: p["score"]["judges"].append({"name": "refusal", "kind": "string_match"}),
+            "score.judges.1.kind: judge 'refusal' (string_match) gives labels, not a reward: list it in "
+            "score.label_judges",
         ),
+        (
+            lambda p: p["score"]["label_judges"].append(
+                {"name": "own", "kind": "pipeline", "path": "models/judge", "batch_size": 8}
+            ),
+            "score.label_judges.1.kind: judge 'own' (pipeline) gives a reward: list it in score.judges",
+        ),
+        (
+            lambda p: p["score"]["label_judges"][0].update(thresholds={"harmful": 0.0, "helpful": 0.0}),
+            "score.label_judges.0.thresholds: judge 'string_match' (string_match) gives labels, not a reward",
+        ),
+        (
+            lambda p: p["score"]["label_judges"].append({"name": "judge", "kind": "string_match"}),
+            "judge names must be unique",
+        ),
+        (lambda p: p["xstest"].update(source="web"), "xstest.source: Input should be 'none', 'synthetic', 'file'"),
+        (lambda p: p["xstest"]["labelled"].update(source="people"), "xstest.labelled.source: Input should be"),
         (lambda p: p["xstest"].update(source="file", file=None), "xstest.file: source 'file' needs"),
         (
             lambda p: p["xstest"].update(file="https://example.org/x.csv", sha256=None),

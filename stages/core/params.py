@@ -96,14 +96,30 @@ class XstestSynthetic(Section):
     labelled_prompts: int = Field(ge=0, le=1000)  # prompts whose labelled replies measure each refusal judge
 
 
-class XstestParams(Section):
-    """XSTest (stage `xstest`): `none` (the study), `synthetic` (offline templates) or `file` (the authors' CSV: id,
-    prompt, type, label; a local path, or a URL with its sha256 pinned)."""
+class XstestLabelled(Section):
+    """The replies each judge of refusal is measured on: `crafted` (replies of known label to the first
+    `synthetic.labelled_prompts` prompts) or `hub` (real replies labelled by people: allenai/xstest-response)."""
 
-    source: Literal["none", "synthetic", "file"]
+    source: Literal["crafted", "hub"]
+    dataset: str
+    revision: Optional[str]
+    refusal_file: str  # its rows: prompt, response, label refusal | compliance
+    harm_file: str  # its rows: prompt, response, label harmful | unharmful
+
+
+class XstestParams(Section):
+    """XSTest (stage `xstest`): `none` (the study), `synthetic` (offline templates), `file` (the authors' CSV: id,
+    prompt, type, label; a local path, or a URL with its sha256 pinned) or `hub` (the same CSV in the authors' data
+    set on the hub, at a commit)."""
+
+    source: Literal["none", "synthetic", "file", "hub"]
     file: Optional[str]
     sha256: Optional[str] = Sha256
+    dataset: str
+    revision: Optional[str]
+    dataset_file: str
     synthetic: XstestSynthetic
+    labelled: XstestLabelled
 
     @model_validator(mode="after")
     def _file_is_named(self):
@@ -227,11 +243,19 @@ class JudgeEntry(BaseModel):
 
 
 class ScoreParams(Section):
-    judges: list[JudgeEntry] = Field(min_length=1)
+    judges: list[JudgeEntry] = Field(min_length=1)  # judges that give a reward, compared with their thresholds
+    # judges that give labels (refusal, harm): set with xstest.source by the `refusal` group (conf/refusal/)
+    label_judges: list[JudgeEntry] = []
+
+    def entries(self) -> list[tuple[str, JudgeEntry]]:
+        """Every judge with its params key (`score.judges.0`, `score.label_judges.1`): reward judges first."""
+        return [(f"score.judges.{i}", j) for i, j in enumerate(self.judges)] + [
+            (f"score.label_judges.{i}", j) for i, j in enumerate(self.label_judges)
+        ]
 
     @model_validator(mode="after")
     def _unique(self):
-        names = [j.name for j in self.judges]
+        names = [j.name for _, j in self.entries()]
         if len(names) != len(set(names)):
             raise ValueError(f"judge names must be unique, got {names}")
         return self
@@ -325,9 +349,13 @@ class Params(Section):
             refs.append(("download.revision", self.download.dataset, self.download.revision))
         if self.base.source == "pretrained" and not is_local(self.base.pretrained):
             refs.append(("base.revision", self.base.pretrained, self.base.revision))
-        for i, j in enumerate(self.score.judges):
+        if self.xstest.source == "hub":
+            refs.append(("xstest.revision", self.xstest.dataset, self.xstest.revision))
+        if self.xstest.source != "none" and self.xstest.labelled.source == "hub":
+            refs.append(("xstest.labelled.revision", self.xstest.labelled.dataset, self.xstest.labelled.revision))
+        for key, j in self.score.entries():
             if "revision" in (j.model_extra or {}) and not is_local(str(j.extra("path"))):  # a kind that downloads
-                refs.append((f"score.judges.{i}.revision", j.extra("path"), j.extra("revision")))
+                refs.append((f"{key}.revision", j.extra("path"), j.extra("revision")))
         return refs
 
     @model_validator(mode="after")

@@ -6,7 +6,7 @@ files it needs (`hub_files`, read by `commands.pin`) and which look-alike the of
 (`lookalike`, read by `commands.rehearse`). The kinds are the modules of this package, listed nowhere else;
 stages/core/params.py checks only what every judge has (name, kind; thresholds where it gives a reward).
 
-A new kind is a module here, its entry in `score.judges` (conf/), and its test.
+A new kind is a module here, its entry in `score.judges` (reward) or `score.label_judges` (labels), and its test.
 """
 
 from __future__ import annotations
@@ -99,21 +99,27 @@ def kinds() -> dict[str, type[Judge]]:
 
 
 def specs(params: P.Params) -> list[Spec]:
-    """`score.judges`, each entry read by its kind's Spec: a field the kind does not use, or a wrong one, stops here
-    in one line naming it."""
+    """Every judge (`score.judges`, then `score.label_judges`), each entry read by its kind's Spec: a field the kind
+    does not use, or a wrong one, or a kind in the wrong list, stops here in one line naming it."""
     known = kinds()
     out = []
-    for i, entry in enumerate(params.score.judges):
+    for key, entry in params.score.entries():
         try:
             spec = known[entry.kind].Spec.model_validate(entry.model_dump())
         except ValidationError as exc:
-            raise StageError(f"params.yaml: score.judges.{i}.{P._describe(exc.errors()[0])}") from None
+            raise StageError(f"params.yaml: {key}.{P._describe(exc.errors()[0])}") from None
         reward = known[entry.kind].gives == ("reward",)
+        where = "score.judges" if reward else "score.label_judges"
+        if not key.startswith(where + "."):
+            gives = "a reward" if reward else "labels, not a reward"
+            raise StageError(
+                f"params.yaml: {key}.kind: judge '{spec.name}' ({spec.kind}) gives {gives}: list it in {where}"
+            )
         if reward != (spec.thresholds is not None):
             need = "needs its thresholds" if reward else "gives labels, not a reward: it has no thresholds"
-            raise StageError(f"params.yaml: score.judges.{i}.thresholds: judge '{spec.name}' ({spec.kind}) {need}")
+            raise StageError(f"params.yaml: {key}.thresholds: judge '{spec.name}' ({spec.kind}) {need}")
         if not reward and spec.round_to is not None:
-            raise StageError(f"params.yaml: score.judges.{i}.round_to: judge '{spec.name}' gives labels, not rewards")
+            raise StageError(f"params.yaml: {key}.round_to: judge '{spec.name}' gives labels, not rewards")
         out.append(spec)
     return out
 
