@@ -35,7 +35,10 @@ def tokenizer():
     return base.train_tokenizer(texts * 3, 300)
 
 
-def tiny_model(tok, attn_implementation: str | None = None):
+OPT_350M_DROPOUT = {"dropout": 0.1, "attention_dropout": 0.0}  # facebook/opt-350m's config.json
+
+
+def tiny_model(tok, attn_implementation: str | None = None, dropout: dict | None = None):
     from transformers import OPTConfig, OPTForCausalLM
 
     torch.manual_seed(0)
@@ -50,15 +53,14 @@ def tiny_model(tok, attn_implementation: str | None = None):
         pad_token_id=tok.pad_token_id,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
-        dropout=0.0,
-        attention_dropout=0.0,
+        **(dropout or {"dropout": 0.0, "attention_dropout": 0.0}),
     )
     if attn_implementation:
         config._attn_implementation = attn_implementation
     return OPTForCausalLM(config)
 
 
-def run(method, tok, tmp_path, section: dict, speed: dict | None = None, precision: str = "fp32"):
+def run(method, tok, tmp_path, section: dict, speed: dict | None = None, precision: str = "fp32", dropout=None):
     """Train `method` (sft or dpo) for a few optimizer steps on ROWS: (loss per step, final weights)."""
     raw = tiny_params()
     raw[method.__name__.rsplit(".", 1)[1]].update(
@@ -70,7 +72,7 @@ def run(method, tok, tmp_path, section: dict, speed: dict | None = None, precisi
     name = method.__name__.rsplit(".", 1)[1]
     own = methods.load(name).parse(params)[0]
     cfg = methods.load(name).config(params, tmp_path / "out")
-    model = tiny_model(tok)
+    model = tiny_model(tok, dropout=dropout)
     if method is sft:
         trainer = sft.build_trainer(own, cfg, model, tok, ROWS)
     else:
@@ -110,6 +112,51 @@ def test_precomputed_reference_log_probs_give_the_same_dpo_steps(tokenizer, tmp_
     pre_losses, pre_weights = run(dpo, tokenizer, tmp_path / "b", layout | {"precompute_ref_log_probs": True})
     assert len(live_losses) == 3 and pre_losses == pytest.approx(live_losses, rel=1e-6)
     assert same_weights(live_weights, pre_weights, rtol=1e-6, atol=1e-7)
+
+
+def test_model_dropout_zero_turns_off_what_trls_disable_dropout_leaves_on(tokenizer):
+    """TRL's disable_dropout (0.16.1 and 1.x alike) zeroes nn.Dropout modules only; OPT applies its own dropout
+    functionally, so a model so treated still drops units in train mode. model_dropout: zero turns every one off."""
+    from trl.trainer.utils import disable_dropout_in_model
+
+    from stages.core.modeling import set_dropout
+
+    ids = torch.tensor([tokenizer("Human: How do I bake bread?\n\nAssistant: Knead it well.")["input_ids"]])
+    model = tiny_model(tokenizer, dropout=OPT_350M_DROPOUT)
+    disable_dropout_in_model(model)
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(ids).logits, model(ids).logits)  # still random: OPT's own dropout
+    assert set_dropout(model, "keep") == []
+    zeroed = set_dropout(model, "zero")
+    assert "model.decoder.layers.0.dropout" in zeroed and "model.decoder.dropout" in zeroed
+    assert not any("attention_dropout" in z or z.endswith("self_attn.dropout") for z in zeroed)  # 0.0 already
+    with torch.no_grad():
+        train_logits = model(ids).logits
+        model.eval()
+        assert torch.equal(train_logits, model(ids).logits)  # train mode is now the deterministic network
+    assert model.config.dropout == 0.1  # the saved config says what the architecture is
+
+
+def test_dpo_with_opts_real_dropout(tokenizer, tmp_path):
+    """On opt-350m's dropout config: with model_dropout zero DPO trains exactly as a model without dropout, and a
+    precomputed reference equals the live one (exactly, to float rounding); with keep (the study) neither holds, and
+    the live reference sees dropout the precomputed one (in eval mode) does not: equal in distribution only."""
+    layout = {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "eval_steps": 1000}
+    without, without_weights = run(dpo, tokenizer, tmp_path / "a", layout)
+    zero, zero_weights = run(
+        dpo, tokenizer, tmp_path / "b", layout | {"model_dropout": "zero"}, dropout=OPT_350M_DROPOUT
+    )
+    assert zero == without and same_weights(zero_weights, without_weights, rtol=0, atol=0)
+    kept, kept_weights = run(dpo, tokenizer, tmp_path / "c", layout, dropout=OPT_350M_DROPOUT)
+    assert kept != without and not same_weights(kept_weights, without_weights, rtol=1e-4, atol=1e-5)
+    pre = layout | {"precompute_ref_log_probs": True}
+    zero_pre, zero_pre_weights = run(
+        dpo, tokenizer, tmp_path / "d", pre | {"model_dropout": "zero"}, dropout=OPT_350M_DROPOUT
+    )
+    assert zero_pre == pytest.approx(zero, rel=1e-6) and same_weights(zero_pre_weights, zero_weights, 1e-6, 1e-7)
+    kept_pre, _ = run(dpo, tokenizer, tmp_path / "e", pre, dropout=OPT_350M_DROPOUT)
+    assert kept_pre != pytest.approx(kept, rel=1e-6)
 
 
 def test_bf16_autocast_keeps_the_loss_curve_within_two_percent(tokenizer, tmp_path):

@@ -154,6 +154,35 @@ def load_policy(folder: str | Path):
     return load_causal_lm(str(folder))
 
 
+# The dropout probabilities models keep as floats on their modules and apply functionally at each forward pass
+# (OPT: `dropout` on its decoder and layers, `attention_dropout` as its attention's `dropout`; `layerdrop`)
+FUNCTIONAL_DROPOUT = ("dropout", "attention_dropout", "activation_dropout", "layerdrop")
+
+
+def set_dropout(model, setting: str) -> list[str]:
+    """`setting` keep: `model` as loaded. zero: every dropout at 0 while it trains, the nn.Dropout modules (all that
+    TRL's `disable_dropout` zeroes: in a LoRA model only the adapter's) and the probabilities applied functionally
+    (FUNCTIONAL_DROPOUT; OPT's own dropout, 0.1 in opt-350m, is one). The saved config is left as it was. Returns the
+    names of the probabilities that were above 0."""
+    import torch
+
+    changed = []
+    if setting == "keep":
+        return changed
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Dropout):
+            if module.p:
+                changed.append(f"{name}.p")
+            module.p = 0.0
+        for attr in FUNCTIONAL_DROPOUT:
+            value = module.__dict__.get(attr)  # a plain attribute, not a submodule or a parameter
+            if isinstance(value, float):
+                if value:
+                    changed.append(f"{name}.{attr}")
+                setattr(module, attr, 0.0)
+    return changed
+
+
 def count_trainable(model) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -33,7 +33,7 @@ from pydantic import Field
 from stages.core import hh
 from stages.core import params as P
 from stages.core.io import StageError
-from stages.core.modeling import count_trainable, fit_prompt
+from stages.core.modeling import count_trainable, fit_prompt, set_dropout
 from stages.core.training import Job, Method, Trained, effective_batch_size, throughput
 
 
@@ -66,6 +66,9 @@ class Params(P.Section):
     # (TRL 0.16.1, applied to the padded batch)
     truncation: Literal["fit_prompt", "keep_end"]
     merge_adapter: bool  # true: sample the merged weights | false: the start model + unmerged adapter (the study)
+    # keep: the start model's own dropout stays on, as in the study (TRL's disable_dropout zeroes only nn.Dropout
+    # modules: the adapter's; OPT applies its own functionally) | zero: every dropout at 0 (stages/core/modeling.py)
+    model_dropout: Literal["keep", "zero"]
 
 
 def split_pair(r: dict, how: str) -> tuple[str, str, str]:
@@ -120,6 +123,9 @@ def check_lora_targets(model, targets: list[str], where: Path) -> None:
 
 def build_trainer(own: Params, cfg, model, tok, rows: list[dict], heldout: list[dict], callbacks=None):
     """The DPOTrainer of the method (also what tests/test_study_tokens.py reads the token ids from)."""
+    zeroed = set_dropout(model, own.model_dropout)  # before the adapter: the start model's own
+    if zeroed:
+        print(f"dpo: model_dropout zero: {len(zeroed)} dropout probabilities set to 0 ({zeroed[0]}, ...)")
     return trainer_class()(
         model=model,
         ref_model=None,

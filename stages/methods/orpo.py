@@ -14,12 +14,12 @@ trains it and checks what it optimises, so a TRL upgrade that moves or changes i
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 
 from stages.core import params as P
-from stages.core.modeling import count_trainable, fit_prompt
+from stages.core.modeling import count_trainable, fit_prompt, set_dropout
 from stages.core.training import Job, Method, Trained, effective_batch_size, model_writer, throughput
 
 
@@ -28,6 +28,7 @@ class Params(P.Section):
 
     eval_pairs: int = Field(ge=1)  # held-out pairs for reward accuracy / margin
     max_train_pairs: Optional[int] = Field(default=None, ge=1)
+    model_dropout: Literal["keep", "zero"]  # as dpo's: zero sets every dropout of the model to 0
 
 
 def preference_dataset(rows: list[dict], tok, max_length: int):
@@ -76,6 +77,9 @@ class ORPO(Method):
 
         tok, model = job.load_start()
         resume = job.run.resume_from()
+        zeroed = set_dropout(model, job.own.model_dropout)
+        if zeroed:
+            print(f"{job.name}: model_dropout zero: {len(zeroed)} dropout probabilities set to 0 ({zeroed[0]}, ...)")
         trainer = ORPOTrainer(
             model=model,
             args=cfg,
