@@ -61,6 +61,7 @@ def test_study_table1_from_scored_files_alone(in_tmp):
             "thresholds": {"harmful": -3.0, "helpful": -2.0},
         }
     ]
+    p["score"]["label_judges"] = []  # the study labelled no refusals
     write_params(in_tmp / "params.yaml", p)
     for model, (hm, hp) in TABLE1.items():
         write_jsonl(in_tmp / "data/scores" / f"{model}.jsonl", study_rows(model, hm, hp))
