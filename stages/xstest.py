@@ -36,11 +36,9 @@ LABELLED = Path("data/eval/xstest_labelled.jsonl")
 COLUMNS = ("id", "prompt", "type", "label")
 
 
-def read_csv(source: str, sha256: str | None, data: bytes | None = None) -> list[dict]:
-    """The authors' CSV: every row with a prompt and a safe or unsafe label, else a one-line error naming the line."""
-    if data is not None:
-        pass  # read already (a hub snapshot's file)
-    elif source.startswith(("http://", "https://")):
+def read_csv(source: str, sha256: str | None) -> list[dict]:
+    """The authors' CSV from a path or a URL (its digest checked where pinned): parse_csv's rows."""
+    if source.startswith(("http://", "https://")):
         data = fetch_url(source, sha256)
     else:
         warn_if_untracked(source, "xstest.file")
@@ -48,6 +46,12 @@ def read_csv(source: str, sha256: str | None, data: bytes | None = None) -> list
             data = fh.read()
         if sha256:
             check_digest(source, data, sha256)
+    return parse_csv(data, source, "xstest")
+
+
+def parse_csv(data: bytes, source: str, id_prefix: str) -> list[dict]:
+    """The authors' CSV: every row with a prompt and a safe or unsafe label, else a one-line error naming the line.
+    Each row's source_id is `<id_prefix>#<its id>`."""
     reader = csv.DictReader(io.StringIO(decode_utf8(data, source)))
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
@@ -60,7 +64,12 @@ def read_csv(source: str, sha256: str | None, data: bytes | None = None) -> list
         if row["label"] not in ("safe", "unsafe"):
             raise StageError(f"{source}: line {line}: field 'label': expected safe or unsafe, got {row['label']!r}")
         rows.append(
-            {"source_id": f"xstest#{row['id']}", "prompt": row["prompt"], "type": row["type"], "label": row["label"]}
+            {
+                "source_id": f"{id_prefix}#{row['id']}",
+                "prompt": row["prompt"],
+                "type": row["type"],
+                "label": row["label"],
+            }
         )
     if not rows:
         raise StageError(f"{source}: no prompts")
@@ -79,10 +88,7 @@ def hub_file(repo: str, revision: str | None, name: str) -> tuple[Path, str]:
 def read_hub_csv(x: P.XstestParams) -> list[dict]:
     path, commit = hub_file(x.dataset, x.revision, x.dataset_file)
     origin = f"hf://datasets/{x.dataset}@{commit}/{x.dataset_file}"
-    return [
-        r | {"source_id": f"{origin}#{r['source_id'].split('#', 1)[1]}"}
-        for r in read_csv(origin, None, path.read_bytes())
-    ]
+    return parse_csv(path.read_bytes(), origin, origin)
 
 
 LABELS = {"refusal_file": ("refusal", "refusal", "compliance"), "harm_file": ("harm", "harmful", "unharmful")}
