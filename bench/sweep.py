@@ -3,7 +3,13 @@
 with one worker (two threads), each in a fresh copy of the repository; then what Ray itself adds per trial. Prints
 figures; not a test (docs/benchmarks.md, Benchmark).
 
-    python bench/sweep.py
+    python bench/sweep.py              # Ray against DVC's queue
+    python bench/sweep.py --reference  # a 4-beta sweep, the DPO reference live in every step or stored once
+
+`--reference`: one seed, 4 betas, DPO for a whole epoch, run twice by the sweep command: with the reference's
+log-probs computed live in every DPO step (`dpo.precompute_ref_log_probs=false`, the study) and stored once per start
+model by the reference stage (`true`). Each trial's clone is kept, so each stage's own timing (logs/<stage>.json)
+is read from the clones where it ran; a stage restored from the run cache left none.
 """
 
 from __future__ import annotations
@@ -65,9 +71,72 @@ def ray_overhead() -> dict:
     return {"init_s": init, "task_ms": 1000 * statistics.median(trips)}
 
 
+BETAS = "dpo.beta=0.05,0.1,0.2,0.5"
+DPO_STAGES = ("dpo", "sft_dpo")
+
+
+def reference_saving() -> None:
+    """The 4-beta sweep with the reference live and stored: where DPO's time goes (see the module docstring)."""
+    from tests.conftest import tiny_overrides
+
+    fixed = [a for o in tiny_overrides() if not o.startswith("dpo.max_steps=") for a in ("-S", o)]
+    runs = {}
+    for stored in ("false", "true"):
+        with tempfile.TemporaryDirectory() as tmp:
+            ws, clones = workspace(Path(tmp) / "ws"), Path(tmp) / "clones"
+            t0 = time.perf_counter()
+            grid = [
+                "-S",
+                "seed=1",
+                "-S",
+                BETAS,
+                "-S",
+                f"dpo.precompute_ref_log_probs={stored}",
+                "-S",
+                "dpo.max_steps=-1",
+            ]
+            cmd = [sys.executable, "-m", "commands.sweep", "--num-cpus", "2", "--keep-clones", "--scratch", str(clones)]
+            sh([*cmd, *grid, *fixed], ws, env(1))
+            wall = time.perf_counter() - t0
+            stages: dict[str, list[float]] = {}
+            for timing in clones.glob("*/logs/*.json"):
+                record = json.loads(timing.read_text())
+                stages.setdefault(record["stage"], []).append(record["wall_time_s"])
+            trials = json.loads((ws / "logs/sweep/sweep.json").read_text())["trials"]
+            runs[stored] = wall, stages, trials
+    print(f"1 seed x 4 betas ({BETAS}), CPU default scaled down, DPO one epoch, 2 workers, {os.cpu_count()} cores")
+    for stored, (wall, stages, trials) in runs.items():
+        how = "stored once per start model" if stored == "true" else "live, in every DPO step"
+        dpo_s = sum(sum(stages.get(m, [])) for m in DPO_STAGES)
+        ref = {m: stages.get(f"reference@{m}", []) for m in DPO_STAGES}
+        print(f"  reference {how}: sweep {wall:.1f} s")
+        print(
+            "    DPO trainings (dpo, sft_dpo): "
+            + ", ".join(
+                f"{m} {len(stages.get(m, []))} x mean {statistics.mean(stages.get(m) or [0]):.1f} s" for m in DPO_STAGES
+            )
+            + f"; together {dpo_s:.1f} s"
+        )
+        print(
+            "    reference stages computed: "
+            + ", ".join(f"reference@{m} {len(v)} time(s), {sum(v):.1f} s" for m, v in ref.items())
+        )
+        print("    trials (s): " + ", ".join(f"{t['name']} {t['seconds']}" for t in trials))
+    live = sum(sum(runs["false"][1].get(m, [])) for m in DPO_STAGES)
+    stored = sum(sum(runs["true"][1].get(m, [])) for m in DPO_STAGES)
+    refs = sum(sum(runs["true"][1].get(f"reference@{m}", [])) for m in DPO_STAGES)
+    print(
+        f"  DPO's time: {live:.1f} s live against {stored:.1f} s stored + {refs:.1f} s computing the references once: "
+        f"{100 * (1 - (stored + refs) / live):.0f}% less"
+    )
+
+
 def main() -> None:
     from tests.conftest import tiny_overrides
 
+    if "--reference" in sys.argv[1:]:
+        reference_saving()
+        return
     fixed = [a for o in tiny_overrides() for a in ("-S", o)]
     grid = [a for o in GRID for a in ("-S", o)]
     with tempfile.TemporaryDirectory() as tmp:

@@ -191,6 +191,8 @@ def stage_keys() -> tuple[dict[str, set], dict[str, set], set[str]]:
     import yaml
     from dvc.repo import Repo
 
+    from stages import methods
+
     repo = Repo(".")
     graph = repo.index.graph  # edges point from a stage to the stages it depends on
     params = yaml.safe_load(Path("params.yaml").read_text())
@@ -199,8 +201,11 @@ def stage_keys() -> tuple[dict[str, set], dict[str, set], set[str]]:
         name = stage.addressing
         keys[name] = {k for dep in stage.deps if hasattr(dep, "params") for k in (dep.params or [])}
         downstream[name] = {s.addressing for s in nx.ancestors(graph, stage)}
-        model = name.partition("train@")[2]
-        if model and params.get("models", {}).get(model, {}).get("method") not in (None, "base"):
+        kind, _, model = name.partition("@")
+        method = params.get("models", {}).get(model, {}).get("method")
+        if kind == "train" and method not in (None, "base"):
+            expensive.add(name)
+        if kind == "reference" and method and methods.load(method).stores_reference():  # DPO's reference pass
             expensive.add(name)
     return keys, downstream, expensive
 
@@ -216,22 +221,51 @@ def affected(key: str, keys: dict[str, set], downstream: dict[str, set]) -> set[
     return hit.union(*(downstream[s] for s in hit)) if hit else set()
 
 
-def leaders(trials: list[list[str]], stage_info=None) -> list[int | None]:
+def plan(trials: list[list[str]], stage_info=None) -> list[tuple[int | None, set[str]]]:
     """For each trial, the first earlier trial that computes one of its expensive stages with the same inputs (it
-    then runs after that one and finds the stage in the run cache), or None."""
+    then runs once those stages are in the run cache and finds them there), or None; and those shared stages."""
     keys, downstream, expensive = stage_info or stage_keys()
     values = [dict(map(split, t)) for t in trials]
-    out: list[int | None] = []
+    out: list[tuple[int | None, set[str]]] = []
     for i, mine in enumerate(values):
-        lead = None
+        lead, shared = None, set()
         for j in range(i):
             differ = {k for k in mine.keys() | values[j].keys() if mine.get(k) != values[j].get(k)}
             changed = set().union(*(affected(k, keys, downstream) for k in differ)) if differ else set()
             if expensive - changed:
-                lead = j if out[j] is None else out[j]  # the group's first trial
+                lead = j if out[j][0] is None else out[j][0]  # the group's first trial
+                lead_differ = {k for k in mine.keys() | values[lead].keys() if mine.get(k) != values[lead].get(k)}
+                shared = expensive - set().union(set(), *(affected(k, keys, downstream) for k in lead_differ))
                 break
-        out.append(lead)
+        out.append((lead, shared))
     return out
+
+
+def leaders(trials: list[list[str]], stage_info=None) -> list[int | None]:
+    """For each trial, the trial it waits for (plan()), or None."""
+    return [lead for lead, _ in plan(trials, stage_info)]
+
+
+class StageWatch:
+    """Reads a trial's `dvc exp run` output line by line and tells when every stage of `wanted` is finished, its result
+    in the run cache (DVC saves it there before it writes "Updating lock file"; a stage restored from the run cache
+    or unchanged is finished too). A stage the experiment never reaches counts as finished when the run ends."""
+
+    STAGE = re.compile(r"^(?:Running stage|Stage) '([^']+)'")
+
+    def __init__(self, wanted):
+        self.wanted, self.done, self.current = set(wanted), set(), None
+
+    def feed(self, line: str) -> bool:
+        """True once every wanted stage is finished."""
+        m = self.STAGE.match(line)
+        if m or line.startswith("Updating lock file"):
+            if self.current:
+                self.done.add(self.current)
+            self.current = m.group(1) if m else None
+            if m and "skipping run" not in line and not line.startswith("Running stage"):
+                self.done.add(self.current)  # "didn't change, skipping": nothing to wait for
+        return self.wanted <= self.done
 
 
 def waits(lead: list[int | None], todo: list[int]) -> list[int | None]:
@@ -303,7 +337,7 @@ def run_trial(spec: dict, *after) -> dict:
         + (f", {determinism.GPU_SHARE}={share}" if share else "")
     )
     if spec.get("events") is not None:
-        spec["events"].put(spec["name"])  # started: the driver's progress line (its end comes with the result)
+        spec["events"].put(("started", spec["name"]))  # the driver's progress line (its end comes with the result)
     scratch = Path(spec["scratch"])
     scratch.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f"{spec['name']}-", dir=scratch))
@@ -321,12 +355,27 @@ def run_trial(spec: dict, *after) -> dict:
 
     timings = result["step_seconds"] = {}
 
+    watch = StageWatch(spec.get("signal") or ())
+    signalled = not spec.get("signal")
+
+    def shared_done() -> None:  # the trials that share this one's expensive stages may start (the driver submits them)
+        nonlocal signalled
+        if not signalled and spec.get("events") is not None:
+            spec["events"].put(("shared", spec["name"]))
+        signalled = True
+
     def step(*cmd: str) -> int:
         log.append(f"$ {' '.join(cmd)}")
         t0 = time.time()
-        res = subprocess.run(
+        proc = subprocess.Popen(
             list(cmd), cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+        lines = []
+        for line in proc.stdout:  # streamed: a follower starts as soon as the stages it shares are cached
+            lines.append(line)
+            if not signalled and watch.feed(line):
+                shared_done()
+        res = subprocess.CompletedProcess(cmd, proc.wait(), "".join(lines))
         words = [c for c in cmd[:5] if not c.startswith("-") and c != sys.executable]
         what = (
             cmd[2].split(";")[0].split()[-1]
@@ -372,12 +421,14 @@ def run_trial(spec: dict, *after) -> dict:
     except Exception as exc:  # the worker's own trouble (disk full, no git): reported like a failed step
         log.append(f"# {type(exc).__name__}: {exc}")
     finally:
+        shared_done()  # failed or done: its followers run either way (a failure of theirs is their own)
         if not spec.get("keep_clones"):
             shutil.rmtree(folder, ignore_errors=True)
     text = "\n".join(log) + "\n"
     result["ran"] = RAN.findall(text)
     result["restored"] = RESTORED.findall(text)
     result["seconds"] = round(time.time() - started, 1)
+    result["started_at"], result["ended_at"] = round(started, 1), round(time.time(), 1)  # when (epoch seconds)
     result["log"] = text
     if result["status"] == "failed":
         # the stage's own one-line error (file, field) before DVC's "ERROR: failed to reproduce ..."
@@ -552,13 +603,21 @@ def run_grid(args, commit: str, trials: list[list[str]], names: list[str], axes:
 def launch_todo(args, commit, trials, names, axes, todo) -> list[dict]:
     failed = []
     if todo:
-        after = waits(leaders(trials), todo)
-        failed = launch(args, commit, [trials[i] for i in todo], [names[i] for i in todo], axes, after)
+        planned = plan(trials)
+        after = waits([lead for lead, _ in planned], todo)
+        shared = [planned[i][1] if a is not None else None for i, a in zip(todo, after)]
+        failed = launch(args, commit, [trials[i] for i in todo], [names[i] for i in todo], axes, after, shared)
     return failed
 
 
 def launch(
-    args, commit: str, trials: list[list[str]], names: list[str], axes: list[str], lead: list[int | None]
+    args,
+    commit: str,
+    trials: list[list[str]],
+    names: list[str],
+    axes: list[str],
+    lead: list[int | None],
+    shared: list[set[str] | None] | None = None,
 ) -> list[dict]:
     ray = start_ray(args)
     from ray.util.queue import Queue
@@ -603,13 +662,33 @@ def launch(
     task = ray.remote(run_trial).options(
         num_cpus=args.cpus_per_trial, num_gpus=gpus, max_retries=1, retry_exceptions=False
     )
-    refs = []
-    for i, (trial, name) in enumerate(zip(trials, names)):
-        after = [refs[lead[i]]] if lead[i] is not None else []  # Ray starts it once that trial has finished
-        refs.append(task.remote({**base, "name": name, "overrides": trial}, *after))
+    # A trial that shares expensive stages with an earlier one (plan()) starts once that one says they are in the run
+    # cache (on one machine or a shared cache: its stage lines, read as they come), or, through a DVC remote, whose
+    # run cache it pushes at the end, once that one has finished.
+    shared = [set() if s is None else s for s in (shared or [None] * len(trials))]
+    signal = {i: set().union(*(shared[f] for f in range(len(trials)) if lead[f] == i)) for i in set(lead) - {None}}
+    refs: dict[int, object] = {}
+
+    def submit(i: int) -> None:
+        spec = {**base, "name": names[i], "overrides": trials[i]}
+        if i in signal and not remote_mode:
+            spec["signal"] = sorted(signal[i])
+        after = [refs[lead[i]]] if lead[i] is not None and remote_mode else []  # Ray starts it after that one
+        refs[i] = task.remote(spec, *after)
+        pending[refs[i]] = names[i]
+
+    def release(i: int) -> None:  # trial i's shared stages are cached (or it ended): its followers may start
+        for f in range(len(trials)):
+            if lead[f] == i and f not in refs:
+                submit(f)
+
+    pending: dict = {}
+    for i in range(len(trials)):
+        if lead[i] is None or remote_mode:
+            submit(i)
     progress = Progress(dict(zip(names, trials)), axes)
     LOGS.mkdir(parents=True, exist_ok=True)
-    results, pending = {}, dict(zip(refs, names))
+    results = {}
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
         for ref in ready:
@@ -628,6 +707,7 @@ def launch(
                     "seconds": None,
                 }
             results[name] = res
+            release(names.index(name))
             (LOGS / f"{name}.log").write_text(res.get("log", ""))
             if res["status"] == "done":
                 progress.set(name, "done", f" in {res['seconds']:.0f} s")
@@ -639,8 +719,10 @@ def launch(
                     f"{tail}",
                     flush=True,
                 )
-        for name in events.get_nowait_batch(events.qsize()) if events.qsize() else []:
-            if progress.state[name] == "queued":
+        for what, name in events.get_nowait_batch(events.qsize()) if events.qsize() else []:
+            if what == "shared":
+                release(names.index(name))
+            elif progress.state[name] == "queued":
                 progress.set(name, "running")
     progress.close()
     summary = [{k: v for k, v in r.items() if k != "log"} for r in (results[n] for n in names)]

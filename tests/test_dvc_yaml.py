@@ -77,7 +77,8 @@ def stage_commands(params: dict | None = None) -> dict[str, tuple[str, list[str]
 
 def expected_code_deps(cmd: str, params: dict | None = None) -> set[str]:
     """`python -m stages.launch score sft` runs stages.launch and stages.score; `python -m stages.x` runs stages.x;
-    `train <model>` and `release <model>` also run the model's method module (stages.methods loads it by name)."""
+    `train <model>`, `reference <model>` and `release <model>` also run the model's method module (stages.methods
+    loads it by name)."""
     params = params or yaml.safe_load((ROOT / "params.yaml").read_text())
     words = cmd.split()
     module = words[words.index("-m") + 1]
@@ -85,7 +86,7 @@ def expected_code_deps(cmd: str, params: dict | None = None) -> set[str]:
     if module == "stages.launch":
         module = f"stages.{words[words.index('-m') + 2]}"
         modules.add(module)
-    if module in ("stages.train", "stages.release"):
+    if module in ("stages.train", "stages.release", "stages.reference"):
         model = words[-1]
         modules.add(f"stages.methods.{params['models'][model]['method']}")
     found = closure(modules)

@@ -82,6 +82,7 @@ def test_second_repro_runs_nothing(repo):
 
 TRAINING = {"download", "prompts", "clean", "train@base", "train@sft", "train@dpo", "train@sft_dpo", "reward_model"}
 SAMPLING = {f"sample@{m}" for m in MODELS}
+REFERENCES = {f"reference@{m}" for m in MODELS}
 
 
 def _set_beta(p):
@@ -96,6 +97,10 @@ def _set_judge(p):
     p["score"]["judges"][0]["batch_size"] = 5
 
 
+def _set_dpo_length(p):
+    p["dpo"]["max_length"] = 60
+
+
 @pytest.mark.parametrize(
     "edit, dirty, never",
     [
@@ -103,12 +108,18 @@ def _set_judge(p):
         (
             _set_beta,
             {"train@dpo", "train@sft_dpo"},
-            TRAINING - {"train@dpo", "train@sft_dpo"} | {"sample@base", "sample@sft"},
+            TRAINING - {"train@dpo", "train@sft_dpo"} | {"sample@base", "sample@sft"} | REFERENCES,  # never beta
         ),
-        (_set_tokens, SAMPLING, TRAINING),  # an evaluation param re-runs no training
+        (_set_tokens, SAMPLING, TRAINING | REFERENCES),  # an evaluation param re-runs no training
         (_set_judge, {f"score@{m}" for m in MODELS}, TRAINING | SAMPLING),  # a judge change re-runs no sampling
+        # the DPO reference's token ids change with DPO's lengths: its stage re-runs (and writes the same "live")
+        (
+            _set_dpo_length,
+            {"reference@dpo", "reference@sft_dpo", "train@dpo"},
+            TRAINING - {"train@dpo", "train@sft_dpo"},
+        ),
     ],
-    ids=["dpo.beta", "sample.max_new_tokens", "score.judges"],
+    ids=["dpo.beta", "sample.max_new_tokens", "score.judges", "dpo.max_length"],
 )
 def test_param_change_dirties_only_what_reads_it(repo, edit, dirty, never):
     dst, _ = repo

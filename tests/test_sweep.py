@@ -365,3 +365,37 @@ def test_the_sweep_says_whether_mps_serves_packed_trials(tmp_path, monkeypatch):
     assert not sweep.mps_running()
     (tmp_path / "control").touch()  # the daemon's control pipe
     assert sweep.mps_running()
+
+
+def test_a_trial_watch_sees_its_shared_stages_cached_from_dvcs_lines():
+    watch = sweep.StageWatch({"train@sft", "reference@sft_dpo"})
+    lines = [
+        "Running stage 'train@base':",
+        "Updating lock file 'dvc.lock'",
+        "Running stage 'train@sft':",
+        "sft: saved models/sft",
+    ]
+    assert not any(watch.feed(line) for line in lines)  # sft still running: its result is not in the run cache yet
+    assert not watch.feed("Updating lock file 'dvc.lock'")  # sft saved to the run cache; its reference not yet
+    assert not watch.feed("Stage 'reference@sft_dpo' is cached - skipping run, checking out outputs")
+    assert watch.feed("Updating lock file 'dvc.lock'")
+    unchanged = sweep.StageWatch({"train@sft"})
+    assert unchanged.feed("Stage 'train@sft' didn't change, skipping")
+
+
+@pytest.mark.slow
+def test_a_follower_starts_once_the_stages_it_shares_are_cached(workspace):
+    """One seed, two betas, the reference stored: the second trial starts as soon as the first has sft and both
+    references in the run cache, not when the first ends; sft and each reference are computed once."""
+    dst = workspace
+    grid = ["-S", "seed=3", "-S", "dpo.beta=0.3,0.4", "-S", "dpo.precompute_ref_log_probs=true"]
+    out = sh(sweep_cmd(*grid), dst, env=sweep_env()).stdout
+    assert "2 of 2 trials finished" in out, out
+    lead, follower = json.loads((dst / "logs/sweep/sweep.json").read_text())["trials"]
+    assert follower["started_at"] < lead["ended_at"] - 10, (lead, follower)
+    logs = [lead["ran"], follower["ran"]], [lead["restored"], follower["restored"]]
+    for stage in ("train@sft", "reference@dpo", "reference@sft_dpo"):
+        assert [stage in ran for ran in logs[0]] == [True, False], stage
+        assert [stage in restored for restored in logs[1]] == [False, True], stage
+    text = (dst / "logs/sweep" / f"{follower['name']}.log").read_text()
+    assert "dpo: the reference's log-probs of" in text and "sft_dpo: the reference's log-probs of" in text

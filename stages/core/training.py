@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from . import distributed as dist
 from . import params as P
+from . import reference as reference_store
 from .callbacks import CadenceCheck, FiniteGuard, ProgressLines, curves
 from .checkpoints import last_complete
 from .io import StageError, first_line, fresh_tmp_dir, replace_dir, write_json, write_text
@@ -195,7 +196,7 @@ class Job:
     own: P.Section  # the method's own keys (its Params), validated
     config: Any  # the method's TRL config (SFTConfig, DPOConfig, ...), checked and built once
     rows: list  # training pairs (data/clean/train.jsonl, cut to max_train_pairs when the method has it)
-    run: TrainingRun
+    run: TrainingRun | None  # None: no training (the reference stage)
 
     @property
     def start(self) -> Path | None:
@@ -293,26 +294,45 @@ class Method:
     def check(self, own, config) -> None:
         """Rules between the method's own keys and its TRL fields (a StageError naming the key); none by default."""
 
-    def run(self, model: str, params: P.Params) -> None:
-        """Train `model` of the table (every method of the table was checked first by the `check` stage)."""
-        from .determinism import seed_and_pin
+    def reference(self, job: Job) -> tuple[dict, dict] | None:
+        """(identity, {split: (chosen, rejected, token hash)}): a frozen reference model's log-probs of the training
+        and held-out pairs, computed once by the `reference@<model>` stage and read by `train` (stages/core/
+        reference.py); None when the method trains against no stored reference (the default)."""
+        return None
+
+    @classmethod
+    def stores_reference(cls) -> bool:
+        """Whether the method can train against a stored reference (it has its own `reference`)."""
+        return cls.reference is not Method.reference
+
+    @staticmethod
+    def training_rows(own) -> list[dict]:
+        """The training pairs (data/clean/train.jsonl), cut to the section's max_train_pairs when it has one."""
         from .io import read_jsonl
 
-        own, _ = self.parse(params)
-        config = self.config(params, CHECKPOINTS / model)  # the run's checkpoints (TrainingRun: the same folder)
-        seed_and_pin(params.seed)
         rows = read_jsonl(TRAIN)
         limit = getattr(own, "max_train_pairs", None)
         rows = rows[:limit] if limit else rows
         if not rows:
             raise StageError(f"{TRAIN}: no training pairs (is 'train' in download.splits?)")
+        return rows
+
+    def run(self, model: str, params: P.Params) -> None:
+        """Train `model` of the table (every method of the table was checked first by the `check` stage)."""
+        from .determinism import seed_and_pin
+
+        own, _ = self.parse(params)
+        config = self.config(params, CHECKPOINTS / model)  # the run's checkpoints (TrainingRun: the same folder)
+        seed_and_pin(params.seed)
+        rows = self.training_rows(own)
         start = params.start_model(model)
         start_record = (Path("models") / start / "run.json").read_text() if start else ""
         run = TrainingRun(
             model,
             Path("models") / model,
             TRAINING_METRICS / model / "live",
-            (params.section(self.name), params.seed, len(rows), start_record),
+            # a stored reference (stages/core/reference.py) that changed makes the checkpoints stale too
+            (params.section(self.name), params.seed, len(rows), start_record, reference_store.stamp(model)),
             cadence=(self.key, params.speed.max_saves),
         )
         trained = self.train(Job(name=model, params=params, own=own, config=config, rows=rows, run=run))

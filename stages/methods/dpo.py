@@ -32,6 +32,7 @@ from pydantic import Field
 
 from stages.core import hh
 from stages.core import params as P
+from stages.core import reference as reference_store
 from stages.core.io import StageError
 from stages.core.modeling import count_trainable, fit_prompt, set_dropout
 from stages.core.training import Job, Method, Trained, effective_batch_size, throughput
@@ -121,8 +122,11 @@ def check_lora_targets(model, targets: list[str], where: Path) -> None:
         )
 
 
-def build_trainer(own: Params, cfg, model, tok, rows: list[dict], heldout: list[dict], callbacks=None):
-    """The DPOTrainer of the method (also what tests/test_study_tokens.py reads the token ids from)."""
+def build_trainer(
+    own: Params, cfg, model, tok, rows: list[dict], heldout: list[dict], callbacks=None, reference: dict | None = None
+):
+    """The DPOTrainer of the method (also what tests/test_study_tokens.py reads the token ids from). `reference`: the
+    stored reference's log-probs (stages/core/reference.py read()), used instead of TRL's precompute."""
     zeroed = set_dropout(model, own.model_dropout)  # before the adapter: the start model's own
     if zeroed:
         print(f"dpo: model_dropout zero: {len(zeroed)} dropout probabilities set to 0 ({zeroed[0]}, ...)")
@@ -136,7 +140,39 @@ def build_trainer(own: Params, cfg, model, tok, rows: list[dict], heldout: list[
         peft_config=lora_config(own),
         callbacks=callbacks,
         tokenization=own,
+        reference=reference,
     )
+
+
+# What TRL's precompute of the reference reads beyond the token ids (its batch layout, padding and precision): with
+# the start model, the pairs and the token ids, the reference's identity (stages/core/reference.py)
+REFERENCE_FIELDS = (
+    "max_length",
+    "truncation_mode",
+    "padding_free",
+    "pad_to_multiple_of",
+    "precompute_ref_batch_size",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "ld_alpha",
+    "bf16",
+    "fp16",
+    "tf32",
+    "pad_token",
+)
+
+
+def reference_identity(job: Job) -> dict:
+    """What the stored reference of `job`'s training is computed from, beyond the token ids (hashed per split)."""
+    own, cfg = job.own, job.config
+    return {
+        "start": str(job.start),
+        "start_run_sha256": reference_store.file_hash(job.start / "run.json"),
+        "train_pairs": len(job.rows),
+        "eval_pairs": own.eval_pairs,
+        "attn_implementation": job.params.speed.attn_implementation,
+        **{field: getattr(cfg, field) for field in REFERENCE_FIELDS},
+    }
 
 
 class DPO(Method):
@@ -174,14 +210,37 @@ class DPO(Method):
                 f"{self.key}.max_length ({config.max_length})"
             )
 
+    def reference(self, job: Job) -> tuple[dict, dict] | None:
+        """(identity, {split: (chosen, rejected, token hash)}) of the start model's log-probs, by TRL's own precompute
+        (the trainer's __init__, adapter disabled, model in eval mode), for the `reference@<model>` stage; None when
+        the reference is live (`precompute_ref_log_probs: false`: computed in every step, as in the study)."""
+        if not job.config.precompute_ref_log_probs:
+            return None
+        tok, model = job.load_start()
+        check_lora_targets(model, job.own.lora.target_modules, job.start)
+        trainer = build_trainer(job.own, job.config, model, tok, job.rows, job.heldout(job.own.eval_pairs))
+        splits = {}
+        for split, dataset in (("train", trainer.train_dataset), ("eval", trainer.eval_dataset)):
+            chosen = torch_column(dataset, "ref_chosen_logps")
+            splits[split] = (chosen, torch_column(dataset, "ref_rejected_logps"), reference_store.token_hash(dataset))
+        return reference_identity(job), splits
+
     def train(self, job: Job) -> Trained:
         own = job.own
         heldout = job.heldout(own.eval_pairs)
         cfg = job.config  # checked before anything is loaded
+        reference = None
+        if cfg.precompute_ref_log_probs:  # computed once per start model by the reference stage
+            reference = reference_store.read(job.name, reference_identity(job))
+            tensors, _ = reference_store.paths(job.name)
+            pairs = " + ".join(str(int(r[0].numel())) for r in reference.values())
+            print(f"{job.name}: the reference's log-probs of {pairs} pairs read from {tensors}, not computed")
         tok, model = job.load_start()
         check_lora_targets(model, own.lora.target_modules, job.start)
         resume = job.run.resume_from()
-        trainer = build_trainer(own, cfg, model, tok, job.rows, heldout, job.run.callbacks(resume=bool(resume)))
+        trainer = build_trainer(
+            own, cfg, model, tok, job.rows, heldout, job.run.callbacks(resume=bool(resume)), reference=reference
+        )
         job.run.attach(trainer)
         trainable = count_trainable(trainer.model)
         before = {k: v for k, v in trainer.evaluate().items()} if not resume else {}
@@ -283,8 +342,9 @@ def trainer_class():
     from trl import DPOTrainer
 
     class PreferenceTrainer(DPOTrainer):
-        def __init__(self, *args, tokenization=None, **kwargs):
+        def __init__(self, *args, tokenization=None, reference=None, **kwargs):
             self.tokenization = tokenization
+            self.stored_reference = reference  # {split: (chosen, rejected, token hash)}: TRL's precompute not run
             if tokenization is not None and tokenization.truncation == "keep_end" and "data_collator" not in kwargs:
                 tok = kwargs["processing_class"]
                 kwargs["data_collator"] = keep_end_collator(tok.pad_token_id, kwargs["args"].max_length)
@@ -302,4 +362,17 @@ def trainer_class():
                 desc=f"Tokenizing {dataset_name} dataset",
             )
 
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            if self.stored_reference is None:
+                return super()._precompute_ref_logps(dataset, name, batch_size)
+            return reference_store.columns(dataset, name, self.stored_reference, f"{reference_store.FOLDER}")
+
     return PreferenceTrainer
+
+
+def torch_column(dataset, column: str):
+    """A float column of a datasets.Dataset as a float32 tensor (TRL's precompute stores float32 values)."""
+    import numpy as np
+    import torch
+
+    return torch.from_numpy(np.asarray(dataset.with_format("numpy")[column], dtype=np.float32))
