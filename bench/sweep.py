@@ -101,7 +101,8 @@ def reference_saving() -> None:
             stages: dict[str, list[float]] = {}
             for timing in clones.glob("*/logs/*.json"):
                 record = json.loads(timing.read_text())
-                stages.setdefault(record["stage"], []).append(record["wall_time_s"])
+                if "wall_time_s" in record:  # the stages that time themselves (training, reference, sampling)
+                    stages.setdefault(record["stage"], []).append(record["wall_time_s"])
             trials = json.loads((ws / "logs/sweep/sweep.json").read_text())["trials"]
             runs[stored] = wall, stages, trials
     print(f"1 seed x 4 betas ({BETAS}), CPU default scaled down, DPO one epoch, 2 workers, {os.cpu_count()} cores")
