@@ -249,11 +249,19 @@ def main() -> None:
     ):
         print(f"  {' '.join(stage):22s} {run(work, env, *stage):7.1f} s", file=sys.stderr, flush=True)
     logs: dict = {}
+    references: dict = {}  # switch set: (seconds, pairs) of the stored reference's one pass
     for name, p in sets.items():  # the same data and base model; each switch set trains sft and dpo
         (work / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-        for stage in (["stages.train", "sft"], ["stages.train", "dpo"]):
+        # dpo's reference stage first (dvc.yaml's order): it stores the reference's log-probs where the set
+        # precomputes them (a one-off cost per start model) and says "none" where DPO computes them live
+        for stage in (["stages.train", "sft"], ["stages.reference", "dpo"], ["stages.train", "dpo"]):
             seconds = run(work, env, *stage)
             print(f"  {name:8s} {' '.join(stage):22s} {seconds:7.1f} s", file=sys.stderr, flush=True)
+            if stage[0] == "stages.reference":
+                about = json.loads((work / "data" / "reference" / "dpo.json").read_text())
+                if about["identity"] is not None:
+                    references[name] = (seconds, about["splits"]["train"]["pairs"] + about["splits"]["eval"]["pairs"])
+                continue
             logs[(name, stage[1])] = json.loads((work / "logs" / f"{stage[1]}.json").read_text())
     (work / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     if not args.training_only:
@@ -308,6 +316,21 @@ def main() -> None:
             f"| {name} | {method} | {t['train_runtime_s']} s for {steps} steps | {t['steps_per_s']} | "
             f"{tokens} | {mfu} | {memory} GiB | {hms(seconds)} | {STUDY_TIME[method]} |"
         )
+        if method == "dpo" and name in references:
+            # the stored reference: one forward pass over every pair per start model (stage process included),
+            # projected in proportion to the study's pairs (its training pairs plus as many held-out as here)
+            once, pairs = references[name]
+            study_pairs = (
+                STUDY_STEPS["dpo"] * p["dpo"]["per_device_train_batch_size"] * p["dpo"]["gradient_accumulation_steps"]
+                + p["dpo"]["eval_pairs"]
+            )
+            extra = once * study_pairs / pairs
+            seconds += extra
+            projected[(name, method)] = seconds
+            lines.append(
+                f"| {name} | reference@dpo | {once:.1f} s for {pairs} pairs | | | | | {hms(extra)} "
+                "(once per start model, in dpo's) | |"
+            )
         if method == "dpo":
             projected[(name, "sft_dpo")] = seconds
             lines.append(f"| {name} | sft_dpo | (as dpo) | | | | | {hms(seconds)} | {STUDY_TIME['sft_dpo']} |")

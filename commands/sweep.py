@@ -234,8 +234,10 @@ def plan(trials: list[list[str]], stage_info=None) -> list[tuple[int | None, set
             changed = set().union(*(affected(k, keys, downstream) for k in differ)) if differ else set()
             if expensive - changed:
                 lead = j if out[j][0] is None else out[j][0]  # the group's first trial
-                lead_differ = {k for k in mine.keys() | values[lead].keys() if mine.get(k) != values[lead].get(k)}
-                shared = expensive - set().union(set(), *(affected(k, keys, downstream) for k in lead_differ))
+                if lead != j:
+                    differ = {k for k in mine.keys() | values[lead].keys() if mine.get(k) != values[lead].get(k)}
+                    changed = set().union(set(), *(affected(k, keys, downstream) for k in differ))
+                shared = expensive - changed
                 break
         out.append((lead, shared))
     return out

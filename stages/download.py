@@ -178,10 +178,7 @@ def _hub(p: P.DownloadParams) -> tuple[list[dict], list[dict]]:
     """The same files from the hub repository at the pinned commit, through the Hugging Face cache (offline: from
     a cache filled beforehand; docs/study-on-gpu.md)."""
     patterns = hh.dataset_files(p)
-    folder = hub.snapshot(p.dataset, p.revision, patterns, repo_type="dataset")
-    missing = [x for x in patterns if not (folder / x).exists()]
-    if missing:
-        raise hub.incomplete(p.dataset, folder.name, f"no {missing[0]}", patterns, repo_type="dataset")
+    folder = hub.dataset_snapshot(p.dataset, p.revision, patterns)
     rows, files = read_folder(folder, p, origin=f"hf://datasets/{p.dataset}@{folder.name}/")
     return rows, [f | {"revision": folder.name} for f in files]
 

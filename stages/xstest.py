@@ -79,9 +79,7 @@ def parse_csv(data: bytes, source: str, id_prefix: str) -> list[dict]:
 def hub_file(repo: str, revision: str | None, name: str) -> tuple[Path, str]:
     """`name` in the data set `repo` at `revision`, through the Hugging Face cache (offline: a cache filled by
     `commands.pin --fetch`), and the commit it was read at."""
-    folder = hub.snapshot(repo, revision, [name], repo_type="dataset")
-    if not (folder / name).is_file():
-        raise hub.incomplete(repo, folder.name, f"no {name}", [name], repo_type="dataset")
+    folder = hub.dataset_snapshot(repo, revision, [name])
     return folder / name, folder.name
 
 

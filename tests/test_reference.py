@@ -85,7 +85,9 @@ def test_a_stored_reference_is_refused_for_other_inputs(workspace, monkeypatch):
         reference_store.read("dpo", identity | {"per_device_train_batch_size": 4})
     stored = reference_store.read("dpo", identity)
     other = use(workspace, monkeypatch, precompute_ref_log_probs=True, bos=False)  # other token ids, same counts
-    with pytest.raises(StageError, match="train pairs' token ids differ from those the stored reference"):
+    with pytest.raises(
+        StageError, match=r"data/reference/dpo\.json: the train pairs' token ids differ from those the stored reference"
+    ):
         trainer(other, workspace, stored)
 
 

@@ -51,6 +51,16 @@ def snapshot(repo: str, revision: str | None, patterns: list[str], repo_type: st
         raise _not_there(repo, revision, patterns, repo_type, exc) from None
 
 
+def dataset_snapshot(repo: str, revision: str | None, names: list[str]) -> Path:
+    """The snapshot folder of the data set `repo` at `revision` holding every file of `names` (paths in it), refused
+    as incomplete when one is missing. Its name is the commit."""
+    folder = snapshot(repo, revision, names, repo_type="dataset")
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise incomplete(repo, folder.name, f"no {missing[0]}", names, repo_type="dataset")
+    return folder
+
+
 def incomplete(repo: str, commit: str, problem: str, patterns: list[str], repo_type: str = "model") -> StageError:
     """A cached snapshot that lacks files the stage needs."""
     return StageError(

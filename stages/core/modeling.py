@@ -159,11 +159,11 @@ def load_policy(folder: str | Path):
 FUNCTIONAL_DROPOUT = ("dropout", "attention_dropout", "activation_dropout", "layerdrop")
 
 
-def set_dropout(model, setting: str) -> list[str]:
+def set_dropout(model, setting: str, who: str = "") -> list[str]:
     """`setting` keep: `model` as loaded. zero: every dropout at 0 while it trains, the nn.Dropout modules (all that
     TRL's `disable_dropout` zeroes: in a LoRA model only the adapter's) and the probabilities applied functionally
     (FUNCTIONAL_DROPOUT; OPT's own dropout, 0.1 in opt-350m, is one). The saved config is left as it was. Returns the
-    names of the probabilities that were above 0."""
+    names of the probabilities that were above 0, and says how many under `who` (the training's name) when given."""
     import torch
 
     changed = []
@@ -180,6 +180,8 @@ def set_dropout(model, setting: str) -> list[str]:
                 if value:
                     changed.append(f"{name}.{attr}")
                 setattr(module, attr, 0.0)
+    if who and changed:
+        print(f"{who}: model_dropout zero: {len(changed)} dropout probabilities set to 0 ({changed[0]}, ...)")
     return changed
 
 

@@ -13,12 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from .io import StageError, read_json, write_json
 
 FOLDER = Path("data/reference")
-SPLITS = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A model's stored reference as read: its description file (named in errors) and {split: (chosen, rejected,
+    token hash)}."""
+
+    file: Path
+    splits: dict
 
 
 def paths(model: str) -> tuple[Path, Path]:
@@ -65,8 +74,8 @@ def write(model: str, identity: dict | None, splits: dict | None = None, why: st
     write_json(about_path, about)
 
 
-def read(model: str, identity: dict) -> dict:
-    """{split: (chosen, rejected, token hash)} of a model's stored reference, computed from `identity`."""
+def read(model: str, identity: dict) -> Stored:
+    """A model's stored reference, refused unless it was computed from `identity`."""
     from safetensors.torch import load_file
 
     tensors_path, about_path = paths(model)
@@ -85,23 +94,24 @@ def read(model: str, identity: dict) -> dict:
                 f"training has {identity.get(key)!r} (dvc.yaml's reference stage lacks a param it reads?)"
             )
     tensors = load_file(str(tensors_path))
-    return {
+    splits = {
         split: (tensors[f"{split}.chosen"], tensors[f"{split}.rejected"], entry["tokens"])
         for split, entry in about["splits"].items()
     }
+    return Stored(about_path, splits)
 
 
-def columns(dataset, split: str, stored: dict, where: str):
+def columns(dataset, split: str, stored: Stored):
     """`dataset` (tokenized) with TRL's `ref_chosen_logps` / `ref_rejected_logps` columns from the stored split, as
     TRL's own precompute adds them (float32, row by row); refused when the token ids differ."""
     from datasets import Dataset, concatenate_datasets
 
-    if split not in stored:
-        raise StageError(f"{where}: no stored reference for the {split} pairs")
-    chosen, rejected, tokens = stored[split]
+    if split not in stored.splits:
+        raise StageError(f"{stored.file}: no stored reference for the {split} pairs")
+    chosen, rejected, tokens = stored.splits[split]
     if len(dataset) != chosen.numel() or token_hash(dataset) != tokens:
         raise StageError(
-            f"{where}: the {split} pairs' token ids differ from those the stored reference was computed on "
+            f"{stored.file}: the {split} pairs' token ids differ from those the stored reference was computed on "
             f"({len(dataset)} pairs against {chosen.numel()}); `dvc repro` its reference stage"
         )
     refs = Dataset.from_dict({"ref_chosen_logps": chosen.numpy(), "ref_rejected_logps": rejected.numpy()})

@@ -122,14 +122,10 @@ def check_lora_targets(model, targets: list[str], where: Path) -> None:
         )
 
 
-def build_trainer(
-    own: Params, cfg, model, tok, rows: list[dict], heldout: list[dict], callbacks=None, reference: dict | None = None
-):
+def build_trainer(own: Params, cfg, model, tok, rows: list[dict], heldout: list[dict], callbacks=None, reference=None):
     """The DPOTrainer of the method (also what tests/test_study_tokens.py reads the token ids from). `reference`: the
-    stored reference's log-probs (stages/core/reference.py read()), used instead of TRL's precompute."""
-    zeroed = set_dropout(model, own.model_dropout)  # before the adapter: the start model's own
-    if zeroed:
-        print(f"dpo: model_dropout zero: {len(zeroed)} dropout probabilities set to 0 ({zeroed[0]}, ...)")
+    stored reference's log-probs (a stages.core.reference.Stored, from read()), used instead of TRL's precompute."""
+    set_dropout(model, own.model_dropout, who="dpo")  # before the adapter: the start model's own
     return trainer_class()(
         model=model,
         ref_model=None,
@@ -233,7 +229,7 @@ class DPO(Method):
         if cfg.precompute_ref_log_probs:  # computed once per start model by the reference stage
             reference = reference_store.read(job.name, reference_identity(job))
             tensors, _ = reference_store.paths(job.name)
-            pairs = " + ".join(str(int(r[0].numel())) for r in reference.values())
+            pairs = " + ".join(str(int(r[0].numel())) for r in reference.splits.values())
             print(f"{job.name}: the reference's log-probs of {pairs} pairs read from {tensors}, not computed")
         tok, model = job.load_start()
         check_lora_targets(model, own.lora.target_modules, job.start)
@@ -344,7 +340,7 @@ def trainer_class():
     class PreferenceTrainer(DPOTrainer):
         def __init__(self, *args, tokenization=None, reference=None, **kwargs):
             self.tokenization = tokenization
-            self.stored_reference = reference  # {split: (chosen, rejected, token hash)}: TRL's precompute not run
+            self.stored_reference = reference  # a reference_store.Stored: TRL's precompute not run
             if tokenization is not None and tokenization.truncation == "keep_end" and "data_collator" not in kwargs:
                 tok = kwargs["processing_class"]
                 kwargs["data_collator"] = keep_end_collator(tok.pad_token_id, kwargs["args"].max_length)
@@ -365,7 +361,7 @@ def trainer_class():
         def _precompute_ref_logps(self, dataset, name, batch_size):
             if self.stored_reference is None:
                 return super()._precompute_ref_logps(dataset, name, batch_size)
-            return reference_store.columns(dataset, name, self.stored_reference, f"{reference_store.FOLDER}")
+            return reference_store.columns(dataset, name, self.stored_reference)
 
     return PreferenceTrainer
 

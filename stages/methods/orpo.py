@@ -77,9 +77,7 @@ class ORPO(Method):
 
         tok, model = job.load_start()
         resume = job.run.resume_from()
-        zeroed = set_dropout(model, job.own.model_dropout)
-        if zeroed:
-            print(f"{job.name}: model_dropout zero: {len(zeroed)} dropout probabilities set to 0 ({zeroed[0]}, ...)")
+        set_dropout(model, job.own.model_dropout, who=job.name)
         trainer = ORPOTrainer(
             model=model,
             args=cfg,
