@@ -103,6 +103,25 @@ def stage_env(cache_env: dict, work: Path) -> dict:
     }
 
 
+# The stages every switch set shares (the data and the base model), run once in the scratch repository
+SHARED_STAGES = (["stages.download"], ["stages.prompts"], ["stages.xstest"], ["stages.clean"], ["stages.train", "base"])
+
+
+def scratch_repository(scratch: Path, shape: str) -> tuple[Path, dict, dict]:
+    """(work folder, stage environment, pinned digests) of a scratch copy of the repository over a look-alike Hugging
+    Face cache of opt-350m's `shape`, the study's judge pinned as a user pins it."""
+    from commands.rehearse import build
+
+    manifest = build(scratch / "cache", shape=shape, real_everywhere=True)
+    work = scratch / "work"
+    checkout(work)
+    env = stage_env(manifest["env"], work)
+    # the user's one step: pins the judge's pickle (the look-alike cache is offline: trusted as told)
+    run(work, env, "commands.pin", "--fetch", "--profile", "study", "--trust-cached-pickle")
+    judge = yaml.safe_load((work / "conf/profile/study.yaml").read_text())["score"]["judges"][0]
+    return work, env, {**manifest["overrides"], "score.judges.0.pickle_sha256": judge["pickle_sha256"]}
+
+
 def run(work: Path, env: dict, *args: str) -> float:
     t = time.perf_counter()
     res = subprocess.run([sys.executable, "-m", *args], cwd=work, env=env, capture_output=True, text=True)
@@ -220,18 +239,11 @@ def main() -> None:
     args = ap.parse_args()
     import numpy as np
 
-    from commands.rehearse import build  # (imports stages first: its CPU pin precedes NumPy and torch)
+    import commands.rehearse  # noqa: F401  (imports stages first: its CPU pin precedes NumPy and torch)
 
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="gpu-check-"))
     started = time.perf_counter()
-    manifest = build(scratch / "cache", shape=args.shape, real_everywhere=True)
-    work = scratch / "work"
-    checkout(work)
-    env = stage_env(manifest["env"], work)
-    # the user's one step: pins the judge's pickle (the look-alike cache is offline: trusted as told)
-    run(work, env, "commands.pin", "--fetch", "--profile", "study", "--trust-cached-pickle")
-    judge = yaml.safe_load((work / "conf/profile/study.yaml").read_text())["score"]["judges"][0]
-    digests = {**manifest["overrides"], "score.judges.0.pickle_sha256": judge["pickle_sha256"]}
+    work, env, digests = scratch_repository(scratch, args.shape)
     study = params(args, digests)
     fast = apply(params(args, digests), {k: v for s in SWITCHES.values() for k, v in s.items()})
     sets = {
@@ -240,13 +252,7 @@ def main() -> None:
         **{name: apply(params(args, digests), SWITCHES[name]) for name in args.switch},
     }
     (work / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
-    for stage in (
-        ["stages.download"],
-        ["stages.prompts"],
-        ["stages.xstest"],
-        ["stages.clean"],
-        ["stages.train", "base"],
-    ):
+    for stage in SHARED_STAGES:
         print(f"  {' '.join(stage):22s} {run(work, env, *stage):7.1f} s", file=sys.stderr, flush=True)
     logs: dict = {}
     references: dict = {}  # switch set: (seconds, pairs) of the stored reference's one pass

@@ -324,27 +324,13 @@ def main() -> None:
 
     import gpu_check
 
-    from commands.rehearse import build
-
     started = time.perf_counter()
     scratch = args.keep or Path(tempfile.mkdtemp(prefix="step-probe-"))
-    manifest = build(scratch / "cache", shape=args.shape, real_everywhere=True)
-    work = scratch / "work"
-    gpu_check.checkout(work)
-    env = gpu_check.stage_env(manifest["env"], work)
-    gpu_check.run(work, env, "commands.pin", "--fetch", "--profile", "study", "--trust-cached-pickle")
-    judge = yaml.safe_load((work / "conf/profile/study.yaml").read_text())["score"]["judges"][0]
-    digests = {**manifest["overrides"], "score.judges.0.pickle_sha256": judge["pickle_sha256"]}
+    work, env, digests = gpu_check.scratch_repository(scratch, args.shape)
     sizing = argparse.Namespace(sft_steps=args.steps, dpo_steps=args.steps, pad_to=None)
     study = gpu_check.params(sizing, digests)
     (work / "params.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
-    for stage in (
-        ["stages.download"],
-        ["stages.prompts"],
-        ["stages.xstest"],
-        ["stages.clean"],
-        ["stages.train", "base"],
-    ):
+    for stage in gpu_check.SHARED_STAGES:
         gpu_check.run(work, env, *stage)
     from commands.sweep import mps_running
 

@@ -221,3 +221,14 @@ def tiny_overrides(table: str | None = None) -> list[str]:
 
     base, tiny = flat(default_params()), flat(tiny_params(table))
     return [f"{k}={'null' if v is None else v}" for k, v in tiny.items() if base.get(k) != v]
+
+
+def bench_module(name: str):
+    """A script of bench/ imported as a module (bench/ is not a package; its scripts import each other by name)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .conftest import ROOT, run_env
+from .conftest import ROOT, bench_module, run_env
 
 
 @pytest.mark.slow
@@ -77,12 +77,7 @@ def test_projection_arithmetic():
 
 
 def gpu_check_module():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.pop(0)
-    return gpu_check
+    return bench_module("gpu_check")
 
 
 def test_padding_reaches_both_trainers_and_the_path_keeps_installed_packages(tmp_path, monkeypatch):

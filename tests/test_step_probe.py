@@ -7,16 +7,11 @@ import sys
 
 import pytest
 
-from .conftest import ROOT, run_env
+from .conftest import ROOT, bench_module, run_env
 
 
 def probe_module():
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import step_probe
-    finally:
-        sys.path.pop(0)
-    return step_probe
+    return bench_module("step_probe")
 
 
 def test_steady_state_sets_warmup_profiled_and_new_shape_steps_apart():
