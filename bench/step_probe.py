@@ -76,7 +76,7 @@ def fit_lengths(rows: list[dict], tok, targets: list[dict], rng) -> list[dict]:
         return tok.decode(ids[start : start + n]).strip() or "ok"
 
     out = []
-    for i, (row, target) in enumerate(zip(rows, targets)):
+    for row, target in zip(rows, targets):
         prompt = f"\n\nHuman: {cut(target['prompt'] - frame)}\n\nAssistant:"
         out.append({**row, "prompt": prompt, "chosen": cut(target["chosen"]), "rejected": cut(target["rejected"])})
     return out
@@ -94,7 +94,7 @@ class StepTimer:
         self.torch, self.cuda = torch, torch.cuda.is_available()
         self.warmup, self.profile_steps = warmup, profile_steps
         self.marks, self.walls, self.step_shapes, self.current = [], [], [], []
-        self.tokens = {"real": 0, "padded": 0, "steps": 0}
+        self.tokens = {"real": 0, "padded": 0}
         self.profiler = None
         self.kernels = None
         timer = self

@@ -23,7 +23,7 @@ def test_steady_state_sets_warmup_profiled_and_new_shape_steps_apart():
     timer.walls = [100 + m for m in timer.marks]
     a, b = (("input_ids", (2, 8)),), (("input_ids", (2, 16)),)
     timer.step_shapes = [(a,), (a,), (a,), (a,), (a,), (b,), (a,)]
-    timer.tokens = {"real": 70, "padded": 112, "steps": 0}
+    timer.tokens = {"real": 70, "padded": 112}
     out = timer.summary()
     assert out["steady_steps"] == 4 and out["steady_ms_mean"] == pytest.approx(125.0)
     assert out["first_step_ms"] == 1000.0 and out["warmup_s"] == 1.5
